@@ -1,0 +1,19 @@
+"""Typed `web.AppKey`s: where each collaborator of the app lives (no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .fleet import Cursors
+from .metrics import Metrics
+from .service import SiteService
+from .settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+SERVICE = web.AppKey("service", SiteService)
+CURSORS = web.AppKey("cursors", Cursors)
+READINESS: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("readiness")

@@ -1,0 +1,103 @@
+"""Structured JSON logs: one object per line, the request id of the current request in each.
+
+Redaction by construction: a record's extra fields are emitted only if their names are in
+`ALLOWED_FIELDS`, and no code path puts headers, credentials or tokens there; `Secret`
+values render as `***`; and as a last guard, `Redactor` replaces every registered secret
+string (API key, API secret, client and admin tokens) wherever it would appear in a line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+ALLOWED_FIELDS = frozenset(
+    {
+        "route",
+        "method",
+        "status",
+        "duration_ms",
+        "cache",
+        "upstream",
+        "client",
+        "error",
+        "fill",
+        "scope",
+        "count",
+        "sample",
+        "retry_after",
+        "state",
+        "operation",
+        "failures",
+        "url",
+        "workers",
+        "redis",
+        "listen",
+        "site_id",
+        "keys",
+        "signal",
+        "detail",
+    }
+)
+_RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self._redact = redactor or Redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        for name, value in vars(record).items():
+            if name in ALLOWED_FIELDS and name not in _RESERVED:
+                line[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = self.formatException(record.exc_info)
+        text = orjson.dumps(line, default=repr).decode("utf-8")
+        return self._redact(text)
+
+
+def configure(level: str, *, secrets: Iterable[str] = (), stream: Any = None) -> None:
+    """Route all logging through one JSON handler at `level` (idempotent)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_gateway", False):
+            root.removeHandler(old)
+    handler._gateway = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp's own access log is replaced by ours (one structured line per request).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,196 @@
+"""The HTTP edge: request ids, auth, client quotas, problem+json errors, access log, metrics.
+
+One middleware wraps every request.  It assigns the request id (echoed or generated) and
+puts it in the logging context, checks bearer tokens, turns every failure — the gateway's
+own `GatewayError`s, aiohttp's router 404/405, and anything unexpected — into an RFC 9457
+`application/problem+json` answer (never a traceback), and records one access log line and
+the HTTP metrics under the route *template*.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .errors import (
+    Forbidden,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
+from .logs import request_id_var
+from .metrics import Metrics
+from .settings import Secret
+
+access_log = logging.getLogger("gateway.access")
+log = logging.getLogger("gateway.http")
+
+PROBLEM_TYPE = "application/problem+json"
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+RESULT_KEY = web.RequestKey("cache_result", str)
+ERROR_KEY = web.RequestKey("error", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(error: GatewayError, request_id: str) -> web.Response:
+    body = {
+        "type": f"/problems/{error.slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "request_id": request_id,
+    }
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps(body),
+        content_type=PROBLEM_TYPE,
+        headers=error.headers(),
+    )
+
+
+class ClientQuota:
+    """A token bucket per client name (per process): `rps` requests/s, burst of 2 s."""
+
+    def __init__(self, rps: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rps = rps
+        self._burst = max(1.0, rps * 2)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._clock = clock
+
+    def take(self, client: str) -> float:
+        """0 when admitted, else seconds until a token is available."""
+        if self._rps <= 0:
+            return 0.0
+        now = self._clock()
+        tokens, last = self._buckets.get(client, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rps)
+        if tokens >= 1:
+            self._buckets[client] = (tokens - 1, now)
+            return 0.0
+        self._buckets[client] = (tokens, now)
+        return (1 - tokens) / self._rps
+
+
+class Auth:
+    def __init__(self, client_tokens: Mapping[str, Secret], admin_token: Secret | None) -> None:
+        self._clients = [(name, token.reveal().encode()) for name, token in client_tokens.items()]
+        self._admin = admin_token.reveal().encode() if admin_token else None
+
+    def client_for(self, request: web.Request) -> str:
+        """The client name for a data route; raises 401 when tokens are configured."""
+        if not self._clients:
+            return "anonymous"
+        presented = _bearer(request)
+        if presented is None:
+            raise Unauthorized("send Authorization: Bearer <token>")
+        name = self._match(presented)
+        if name is None:
+            raise Unauthorized("unknown token")
+        return name
+
+    def check_admin(self, request: web.Request) -> None:
+        if self._admin is None:
+            raise NotFound("admin endpoints are disabled (GATEWAY_ADMIN_TOKEN is not set)")
+        presented = _bearer(request)
+        if presented is None:
+            raise Unauthorized("send Authorization: Bearer <admin token>")
+        if hmac.compare_digest(presented, self._admin):
+            return
+        if self._match(presented) is not None:
+            raise Forbidden("this token may not use admin endpoints")
+        raise Unauthorized("unknown token")
+
+    def _match(self, presented: bytes) -> str | None:
+        found = None
+        for name, token in self._clients:  # compare with every token: constant-time overall
+            if hmac.compare_digest(presented, token):
+                found = name
+        return found
+
+
+def _bearer(request: web.Request) -> bytes | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip().encode()
+
+
+def route_template(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None or isinstance(request.match_info.http_exception, web.HTTPException):
+        return "unmatched"
+    return resource.canonical.replace("{id:.+}", "{id}")
+
+
+def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        sent = request.headers.get("X-Request-ID", "")
+        request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        route = route_template(request)
+        client = "-"
+        try:
+            try:
+                if route.startswith("/admin/"):
+                    auth.check_admin(request)
+                elif request.path not in OPEN_PATHS and route != "unmatched":
+                    client = auth.client_for(request)
+                    wait = quota.take(client)
+                    if wait > 0:
+                        raise TooManyRequests("client quota exceeded", retry_after=wait)
+                response = await handler(request)
+            except GatewayError as error:
+                request[ERROR_KEY] = error.slug
+                response = problem(error, request_id)
+            except web.HTTPException as exc:
+                response = problem(_from_http(exc), request_id)
+            except Exception:
+                log.exception("unhandled error", extra={"route": route})
+                response = problem(GatewayError("the gateway failed; see its logs"), request_id)
+            response.headers["X-Request-ID"] = request_id
+            duration = time.perf_counter() - started
+            metrics.http_requests.labels(route, request.method, str(response.status)).inc()
+            metrics.http_duration.labels(route).observe(duration)
+            access_log.info(
+                "request",
+                extra={
+                    "route": route,
+                    "method": request.method,
+                    "status": response.status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "client": client,
+                    "cache": request.get(RESULT_KEY),
+                    "error": request.get(ERROR_KEY),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    return edge
+
+
+def _from_http(exc: web.HTTPException) -> GatewayError:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(
+            f"{exc.method} is not allowed here", allowed=set(exc.allowed_methods)
+        )
+    if exc.status == 404:
+        return NotFound("no such endpoint")
+    error = GatewayError(exc.reason)
+    error.status, error.title, error.slug = exc.status, exc.reason, "http-error"
+    return error

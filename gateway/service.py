@@ -1,0 +1,262 @@
+"""The site service: the one place that decides hit, miss, stale, collapse and fetch.
+
+A request for cache key K (whose data comes from fill F: the fleet fill or one site's fill):
+
+    lookup K ── fresh ──────────────► serve (hit); if little freshness is left, refresh F
+       │    └── negative ───────────► 404 (negative_hit)
+       ├─ stale ────────────────────► serve stale at once; refresh F in the background
+       └─ miss ─► fetch F (collapsed) ► serve what F wrote for K (fwd=miss; stored)
+
+Collapsing has two levels.  In one process, concurrent fetches of F share one task
+(`_inflight`), and joiners are marked `collapsed`.  Across replicas, the task first takes a
+short lock in Redis (`Coordinator`); a replica that finds the lock taken waits for it to be
+released and then reads what the holder stored, instead of calling upstream.  A holder that
+dies blocks others no longer than the lock's expiry; then a waiter fetches itself.
+
+A refresh failure never touches the good entry: fills only write after a good answer, and
+only an upstream 404 writes negative entries.  Background refreshes are tracked, logged on
+failure, and cancelled on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from .cache import Cache, Entry, Lookup
+from .errors import GatewayError, NotFound, UpstreamUnavailable
+from .fills import Filled, Filler
+from .fleet import FleetIndex
+from .metrics import Metrics
+
+log = logging.getLogger("gateway.service")
+CACHE_NAME = "chargepilot-gateway"
+MAX_WAIT_ROUNDS = 3
+
+Fill = Callable[[], Awaitable[Filled]]
+
+
+class Coordinator(Protocol):
+    """Cross-replica fetch locks; the local implementation grants every lock."""
+
+    async def try_lock(self, name: str) -> str | None: ...
+    async def unlock(self, name: str, token: str) -> None: ...
+    async def wait_unlocked(self, name: str) -> None: ...
+    def ready_for_refresh(self) -> bool: ...
+
+
+class LocalCoordinator:
+    """One process: in-process collapsing suffices, every lock is granted."""
+
+    def __init__(self, available: Callable[[], bool] = lambda: True) -> None:
+        self._available = available
+
+    async def try_lock(self, name: str) -> str | None:
+        return "local"
+
+    async def unlock(self, name: str, token: str) -> None:
+        return None
+
+    async def wait_unlocked(self, name: str) -> None:
+        return None
+
+    def ready_for_refresh(self) -> bool:
+        return self._available()
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    entry: Entry
+    cache_status: str
+    age: float
+    result: str  # hit, miss, stale
+
+
+class SiteService:
+    def __init__(
+        self,
+        cache: Cache,
+        filler: Filler,
+        metrics: Metrics,
+        *,
+        coordinator: Coordinator | None = None,
+        refresh_ahead: float = 0.1,
+    ) -> None:
+        self.cache = cache
+        self.keys = cache.keys
+        self._filler = filler
+        self._metrics = metrics
+        self._coordinator = coordinator or LocalCoordinator()
+        self._refresh_ahead = refresh_ahead
+        self._inflight: dict[str, asyncio.Task[Filled]] = {}
+        self.site_stored_at: dict[str, float] = {}
+        self._fleet: FleetIndex | None = None
+
+    # -- what the routes ask for -------------------------------------------------------
+
+    async def sites(self, route: str) -> Served:
+        return await self._serve(route, self.keys.sites(), "fleet", self._filler.fill_sites)
+
+    async def fleet_index(self, route: str) -> tuple[FleetIndex, Served]:
+        """The decoded fleet connector list; re-decoded only when its ETag changes."""
+        key = self.keys.fleet_connectors()
+        peeked = await self.cache.peek(key)
+        current = self._fleet
+        if peeked is not None and current is not None and peeked.entry.etag == current.etag:
+            served = self._from_lookup(route, peeked, "fleet", self._filler.fill_sites, None)
+            return current, served
+        served = await self._serve(route, key, "fleet", self._filler.fill_sites)
+        if current is None or current.etag != served.entry.etag:
+            current = FleetIndex.from_body(served.entry.etag, served.entry.body)
+            self._fleet = current
+        return current, served
+
+    async def site(self, route: str, site_id: str, key: str | None = None) -> Served:
+        return await self._serve(
+            route,
+            key or self.keys.site(site_id),
+            f"site:{site_id}",
+            lambda: self._filler.fill_site(site_id),
+            missing=f"site {site_id!r} not found",
+        )
+
+    async def connector(self, route: str, connector_id: str) -> Served:
+        """Index read; on a miss, the fleet fill (collapsed) tells which connectors exist."""
+        key = self.keys.connector(connector_id)
+        lookup = await self.cache.get(key)
+        if lookup is None:
+            fleet = await self.cache.get(self.keys.sites())
+            if fleet is None or not fleet.fresh:
+                await self._fetch("fleet", self._filler.fill_sites, route)
+                lookup = await self.cache.get(key)
+        if lookup is None:
+            self._metrics.cache_lookups.labels(route, "miss").inc()
+            raise NotFound(f"connector {connector_id!r} not found")
+        return self._from_lookup(route, lookup, "fleet", self._filler.fill_sites, None)
+
+    # -- the decision --------------------------------------------------------------------
+
+    async def _serve(
+        self, route: str, key: str, fill_name: str, fill: Fill, *, missing: str | None = None
+    ) -> Served:
+        lookup = await self.cache.get(key)
+        if lookup is not None:
+            return self._from_lookup(route, lookup, fill_name, fill, missing)
+        self._metrics.cache_lookups.labels(route, "miss").inc()
+        for _ in range(MAX_WAIT_ROUNDS):
+            filled, collapsed = await self._fetch(fill_name, fill, route)
+            status = f"{CACHE_NAME}; fwd=miss; stored" + ("; collapsed" if collapsed else "")
+            if key in filled.negative:
+                raise NotFound(missing or "not found")
+            entry = filled.entries.get(key)
+            if entry is not None:
+                return Served(entry, status, 0.0, "miss")
+            # Another replica filled it; read its result from the shared cache.
+            lookup = await self.cache.get(key)
+            if lookup is not None and lookup.entry.negative:
+                raise NotFound(missing or "not found")
+            if lookup is not None:
+                return Served(lookup.entry, status, self._age(lookup), "miss")
+            if not filled.remote:
+                raise NotFound(missing or "not found")
+        raise UpstreamUnavailable("another replica's fetch did not complete", retry_after=1)
+
+    def _from_lookup(
+        self, route: str, lookup: Lookup, fill_name: str, fill: Fill, missing: str | None
+    ) -> Served:
+        if lookup.entry.negative:
+            self._metrics.cache_lookups.labels(route, "negative_hit").inc()
+            raise NotFound(missing or "not found")
+        age = self._age(lookup)
+        if lookup.fresh:
+            self._metrics.cache_lookups.labels(route, "hit").inc()
+            if lookup.ttl < self._refresh_ahead * self.cache.fresh_ttl:
+                self._refresh(fill_name, fill)
+            return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={int(lookup.ttl)}", age, "hit")
+        self._metrics.cache_lookups.labels(route, "stale").inc()
+        detail = "stale-while-revalidate"
+        if not self._coordinator.ready_for_refresh():
+            detail = "stale-if-error"
+        self._refresh(fill_name, fill)
+        ttl = min(-1, int(lookup.ttl))
+        return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={ttl}; detail={detail}", age, "stale")
+
+    def _age(self, lookup: Lookup) -> float:
+        return max(0.0, self.cache.now() - lookup.entry.stored_at)
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def _start(self, fill_name: str, fill: Fill) -> asyncio.Task[Filled]:
+        task = self._inflight.get(fill_name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._lead(fill_name, fill))
+            self._inflight[fill_name] = task
+            task.add_done_callback(lambda _: self._inflight.pop(fill_name, None))
+        return task
+
+    async def _fetch(self, fill_name: str, fill: Fill, route: str) -> tuple[Filled, bool]:
+        collapsed = fill_name in self._inflight
+        if collapsed:
+            self._metrics.coalesced.labels(route).inc()
+        # shield: a client going away must not cancel a fetch others are waiting for.
+        filled = await asyncio.shield(self._start(fill_name, fill))
+        if filled.remote and not collapsed:
+            self._metrics.coalesced.labels(route).inc()
+        return filled, collapsed or filled.remote
+
+    async def _lead(self, fill_name: str, fill: Fill) -> Filled:
+        token = await self._coordinator.try_lock(fill_name)
+        if token is None:
+            await self._coordinator.wait_unlocked(fill_name)
+            return Filled(remote=True)
+        try:
+            filled = await fill()
+        finally:
+            await self._coordinator.unlock(fill_name, token)
+        self.site_stored_at.update(filled.site_ages)
+        return filled
+
+    def _refresh(self, fill_name: str, fill: Fill) -> None:
+        if fill_name in self._inflight or not self._coordinator.ready_for_refresh():
+            return
+        self._start(fill_name, fill).add_done_callback(_log_refresh_outcome)
+
+    async def purge_all(self) -> int:
+        self._fleet = None
+        self.site_stored_at.clear()
+        return await self.cache.purge_all()
+
+    async def purge_site(self, site_id: str) -> int:
+        """Drop a site, its views, its connector index entries, and the lists holding it."""
+        keys = self.keys
+        doomed = [*keys.site_family(site_id), keys.sites(), keys.fleet_connectors()]
+        connectors = await self.cache.get(keys.site_connectors(site_id))
+        if connectors is not None and not connectors.entry.negative:
+            for connector in orjson.loads(connectors.entry.body)["data"]:
+                if connector.get("id") is not None:
+                    doomed.append(keys.connector(str(connector["id"])))
+        await self.cache.delete(doomed)
+        self.site_stored_at.pop(site_id, None)
+        return len(doomed)
+
+    async def close(self) -> None:
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _log_refresh_outcome(task: asyncio.Task[Filled]) -> None:
+    """Background refreshes have no waiting client: their failures end in the log."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if isinstance(error, GatewayError):
+        log.warning("background refresh failed", extra={"error": error.slug})
+    elif error is not None:
+        log.error("background refresh crashed", exc_info=error)

@@ -1,0 +1,293 @@
+"""Upstream shielding shared by all replicas: the rate ceiling, Retry-After pauses, the
+circuit breaker, and cross-replica fetch locks.
+
+    Shield.admit(deadline)  (called before every upstream attempt)
+      1. circuit open (this process saw N consecutive failures) → 503 at once; after the
+         cool-down one probe is let through (half-open), its outcome closes or re-opens it;
+      2. one atomic Lua script on Redis: if the shared pause key is alive → 503 with its
+         remaining time; else take a token from the shared bucket (`GATEWAY_UPSTREAM_RPS`,
+         burst one second's worth, refilled by Redis server time so replica clocks don't
+         matter) or learn how long until the next one;
+      3. no token → wait, but never past the request's deadline → 503 with Retry-After.
+
+The bucket and pause keys share one hash tag, so the script also works on Redis Cluster.
+When Redis fails, each replica falls back to a local bucket and local pause (counted in
+`gateway_redis_errors_total`), and goes back to the shared ones on the next good call.
+
+`RedisCoordinator` is the cross-replica half of request collapsing: SET NX PX with an
+owner token, released by a compare-and-delete script only by its owner, and a bounded poll
+for waiters.  A holder that dies blocks others at most `lock_ttl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+
+from .errors import CacheUnavailable, UpstreamUnavailable
+from .metrics import Metrics
+from .store import RedisStore
+
+log = logging.getLogger("gateway.shield")
+
+_TAKE = """
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then return {2, paused, 0} end
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then tokens = burst; at = now end
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+local result = 1
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  result = 0
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return {result, wait, math.floor(tokens * 1000)}
+"""
+
+_PAUSE = """
+local left = redis.call('PTTL', KEYS[1])
+if tonumber(ARGV[1]) > left then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 1
+"""
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LocalBucket:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self.tokens = self.burst
+        self._at = clock()
+        self._clock = clock
+
+    def take(self) -> float:
+        """0 when a token was taken, else seconds until one is available."""
+        now = self._clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Circuit:
+    """Consecutive-failure breaker, per process: closed → open → half-open → closed."""
+
+    def __init__(
+        self,
+        *,
+        failures: int,
+        cooldown: float,
+        on_change: Callable[[str], None] = lambda state: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threshold = failures
+        self._cooldown = cooldown
+        self._on_change = on_change
+        self._clock = clock
+        self.state = "closed"
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def remaining(self) -> float:
+        return max(0.0, self._opened_at + self._cooldown - self._clock())
+
+    def allow(self) -> bool:
+        if self.state == "closed":
+            return True
+        if self.state == "open" and self.remaining() > 0:
+            return False
+        if self.state == "open":
+            self._set("half_open")
+        if self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def record(self, healthy: bool) -> None:
+        self._probing = False
+        if healthy:
+            self._failures = 0
+            if self.state != "closed":
+                self._set("closed")
+            return
+        self._failures += 1
+        if self.state == "half_open" or self._failures >= self._threshold:
+            self._opened_at = self._clock()
+            if self.state != "open":
+                self._set("open")
+
+    def _set(self, state: str) -> None:
+        self.state = state
+        self._on_change(state)
+
+
+class Shield:
+    def __init__(
+        self,
+        *,
+        rate: float,
+        circuit: Circuit,
+        metrics: Metrics,
+        redis: RedisStore | None = None,
+        keys_prefix: str = "cpgw:v1:{upstream}",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rate = rate
+        self._local = LocalBucket(rate, clock)
+        self._circuit = circuit
+        self._metrics = metrics
+        self._redis = redis
+        self._bucket_key = keys_prefix + ":bucket"
+        self._pause_key = keys_prefix + ":pause"
+        self._paused_until = 0.0
+        self._clock = clock
+        metrics.rate_limit.set(rate)
+        metrics.rate_tokens.set(self._local.tokens)
+
+    def available(self) -> bool:
+        """False while upstream is known to be held back (pause or open circuit)."""
+        return self._paused_until <= self._clock() and self._circuit.state != "open"
+
+    async def admit(self, deadline: float) -> None:
+        if not self._circuit.allow():
+            raise UpstreamUnavailable(
+                "upstream circuit is open", retry_after=self._circuit.remaining() or 1
+            )
+        loop = asyncio.get_running_loop()
+        while True:
+            paused, wait = await self._take()
+            if paused:
+                self._circuit.record(healthy=True)  # not a failure: release a half-open probe
+                raise UpstreamUnavailable("upstream asked us to pause", retry_after=wait)
+            if wait <= 0:
+                return
+            if loop.time() + wait > deadline:
+                self._circuit.record(healthy=True)
+                raise UpstreamUnavailable("upstream rate budget is spent", retry_after=wait)
+            await asyncio.sleep(wait)
+
+    async def _take(self) -> tuple[bool, float]:
+        """(paused, seconds to wait); shared through Redis when it answers."""
+        if self._redis is not None:
+            try:
+                result = await self._redis.call(
+                    "ratelimit",
+                    lambda: self._redis.client.eval(  # type: ignore[union-attr]
+                        _TAKE,
+                        2,
+                        self._bucket_key,
+                        self._pause_key,
+                        self._rate,
+                        max(1.0, self._rate),
+                    ),
+                )
+            except CacheUnavailable:
+                pass
+            else:
+                code, wait_ms, tokens_milli = (int(x) for x in result)
+                self._metrics.rate_tokens.set(tokens_milli / 1000)
+                if code == 2:
+                    self._paused_until = self._clock() + wait_ms / 1000
+                return code == 2, wait_ms / 1000
+        left = self._paused_until - self._clock()
+        if left > 0:
+            return True, left
+        wait = self._local.take()
+        self._metrics.rate_tokens.set(self._local.tokens)
+        return False, wait
+
+    async def pause(self, seconds: float) -> None:
+        seconds = max(seconds, 0.001)
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+        log.warning("upstream pause", extra={"retry_after": seconds})
+        if self._redis is None:
+            return
+        milliseconds = math.ceil(seconds * 1000)
+        redis = self._redis
+        with contextlib.suppress(CacheUnavailable):  # the local pause still holds
+            await redis.call(
+                "pause", lambda: redis.client.eval(_PAUSE, 1, self._pause_key, milliseconds)
+            )
+
+    def record(self, healthy: bool) -> None:
+        self._circuit.record(healthy)
+
+
+class RedisCoordinator:
+    """Cross-replica fetch locks on Redis; on Redis errors every lock is granted locally."""
+
+    def __init__(
+        self,
+        redis: RedisStore,
+        *,
+        lock_ttl: float,
+        available: Callable[[], bool],
+        prefix: str = "cpgw:v1:lock:",
+        poll: float = 0.02,
+    ) -> None:
+        self._redis = redis
+        self._ttl_ms = max(1, int(lock_ttl * 1000))
+        self._available = available
+        self._prefix = prefix
+        self._poll = poll
+
+    async def try_lock(self, name: str) -> str | None:
+        token = secrets.token_hex(8)
+        try:
+            won = await self._redis.call(
+                "lock",
+                lambda: self._redis.client.set(
+                    self._prefix + name, token, nx=True, px=self._ttl_ms
+                ),
+            )
+        except CacheUnavailable:
+            return "local"
+        return token if won else None
+
+    async def unlock(self, name: str, token: str) -> None:
+        if token == "local":
+            return
+        with contextlib.suppress(CacheUnavailable):  # the lock expires by itself
+            await self._redis.call(
+                "unlock", lambda: self._redis.client.eval(_UNLOCK, 1, self._prefix + name, token)
+            )
+
+    async def wait_unlocked(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ttl_ms / 1000
+        while loop.time() < deadline:
+            try:
+                held = await self._redis.call(
+                    "lock_wait", lambda: self._redis.client.exists(self._prefix + name)
+                )
+            except CacheUnavailable:
+                return
+            if not held:
+                return
+            await asyncio.sleep(self._poll)
+
+    def ready_for_refresh(self) -> bool:
+        return self._available()

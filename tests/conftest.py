@@ -1,0 +1,220 @@
+"""Shared fixtures: a real redis-server per test session, the simulator over a real socket,
+and a factory for gateway apps with their own settings.
+
+Everything binds 127.0.0.1; every process a fixture starts, it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.app import create_app
+from gateway.metrics import Metrics
+from gateway.settings import Secret, Settings
+from gateway.simulator import SIM_STATE, SimulatorConfig, SimulatorState, create_simulator_app
+
+SIM_KEY = "test-key-0123"
+SIM_SECRET = "test-secret-s3cr3t-9876"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisProcess:
+    """A redis-server we own: start, kill (SIGKILL), restart on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: apt-get install redis-server")
+        self.binary = binary
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        client.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    with tempfile.TemporaryDirectory() as directory:
+        server = RedisProcess(Path(directory))
+        server.start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> Iterator[str]:
+    client = redis_server.client()
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server for one test, which the test may kill and restart."""
+    server = RedisProcess(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclasses.dataclass
+class Simulator:
+    server: TestServer
+    state: SimulatorState
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("/rest/v1"))
+
+    @property
+    def config(self) -> SimulatorConfig:
+        return self.state.config
+
+    def data_calls(self, path: str | None = None) -> int:
+        return self.state.count(path)
+
+
+@pytest.fixture
+async def make_simulator(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> Callable[..., Awaitable[Simulator]]:
+    async def make(sites: list[dict[str, Any]] | None = None, **knobs: Any) -> Simulator:
+        config = SimulatorConfig(api_key=SIM_KEY, api_secret=SIM_SECRET, **knobs)
+        app = create_simulator_app(config, sites=sites)
+        server = await aiohttp_server(app, host="127.0.0.1")
+        return Simulator(server, app[SIM_STATE])
+
+    return make
+
+
+@pytest.fixture
+async def simulator(make_simulator: Callable[..., Awaitable[Simulator]]) -> Simulator:
+    return await make_simulator()
+
+
+def settings_for(sim: Simulator, **overrides: Any) -> Settings:
+    base = Settings(
+        base_url=sim.base_url,
+        api_key=Secret(SIM_KEY),
+        api_secret=Secret(SIM_SECRET),
+        upstream_timeout=2.0,
+        upstream_rps=1000.0,
+        redis_timeout=0.3,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_gateway(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> AsyncIterator[GatewayFactory]:
+    async def make(settings: Settings, *, metrics: Metrics | None = None) -> TestClient:
+        app: web.Application = create_app(settings, metrics=metrics)
+        return await aiohttp_client(app, server_kwargs={"host": "127.0.0.1"})
+
+    yield make
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus text exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+@pytest.fixture(autouse=True)
+def _no_multiprocess_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ

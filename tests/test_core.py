@@ -1,0 +1,402 @@
+"""The gateway end to end over real sockets: simulator upstream, embedded or Redis cache."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway import logs
+from gateway.metrics import Metrics
+from gateway.settings import Secret
+from tests.conftest import (
+    SIM_KEY,
+    SIM_SECRET,
+    GatewayFactory,
+    RedisProcess,
+    Simulator,
+    metric_value,
+    settings_for,
+)
+
+MakeSim = Callable[..., Awaitable[Simulator]]
+CACHE_MODES = ["memory", "redis"]
+
+
+@pytest.fixture(params=CACHE_MODES)
+def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
+    if request.param == "memory":
+        return None
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+async def test_sites_are_normalized_then_served_from_cache(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    gw = await make_gateway(settings_for(simulator, redis_url=cache_mode))
+    first = await gw.get("/sites")
+    assert first.status == 200
+    assert first.headers["Cache-Status"] == "chargepilot-gateway; fwd=miss; stored"
+    body = await first.json()
+    assert [s["id"] for s in body["data"]] == sorted(simulator.state.sites)
+    station = body["data"][0]["fuse_tree"][0]["children"][0]
+    assert station["type"] == "charging_station"
+    assert isinstance(station["parameters"]["depth"], int)
+    for _ in range(20):
+        again = await gw.get("/sites")
+        assert again.status == 200
+        assert again.headers["Cache-Status"].startswith("chargepilot-gateway; hit; ttl=")
+        assert int(again.headers["Cache-Status"].rsplit("=", 1)[1]) > 290
+    assert simulator.data_calls() == 1
+    # Filling /sites filled every site: no further upstream call for any of them.
+    for site_id in simulator.state.sites:
+        response = await gw.get(f"/sites/{site_id}")
+        assert response.status == 200
+        assert response.headers["Cache-Status"].startswith("chargepilot-gateway; hit")
+    assert simulator.data_calls() == 1
+
+
+async def test_one_site_is_fetched_once(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    gw = await make_gateway(settings_for(simulator, redis_url=cache_mode))
+    statuses = []
+    for _ in range(10):
+        response = await gw.get("/sites/site-0003")
+        statuses.append(response.headers["Cache-Status"])
+        assert (await response.json())["id"] == "site-0003"
+    assert statuses[0].endswith("fwd=miss; stored")
+    assert all("; hit; ttl=" in status for status in statuses[1:])
+    assert simulator.data_calls("/rest/v1/sites/site-0003") == 1
+
+
+async def test_expiry_refetches(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    gw = await make_gateway(
+        settings_for(simulator, redis_url=cache_mode, cache_ttl=0.2, cache_stale=0.0)
+    )
+    await gw.get("/sites/site-0001")
+    await asyncio.sleep(0.4)
+    response = await gw.get("/sites/site-0001")
+    assert response.headers["Cache-Status"].endswith("fwd=miss; stored")
+    assert simulator.data_calls() == 2
+
+
+async def test_negative_caching(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    gw = await make_gateway(settings_for(simulator, redis_url=cache_mode, negative_ttl=0.3))
+    for _ in range(3):
+        response = await gw.get("/sites/nowhere")
+        assert response.status == 404
+        assert response.content_type == "application/problem+json"
+    assert simulator.data_calls() == 1
+    await asyncio.sleep(0.5)
+    assert (await gw.get("/sites/nowhere")).status == 404
+    assert simulator.data_calls() == 2
+
+
+async def test_etag_and_304(simulator: Simulator, make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings_for(simulator))
+    first = await gw.get("/sites/site-0002")
+    etag = first.headers["ETag"]
+    assert etag.startswith('"') and not etag.startswith("W/")
+    assert int(first.headers["Age"]) == 0
+    second = await gw.get("/sites/site-0002", headers={"If-None-Match": etag})
+    assert second.status == 304
+    assert second.headers["ETag"] == etag
+    assert await second.read() == b""
+    other = await gw.get("/sites/site-0002", headers={"If-None-Match": '"nope", W/' + etag})
+    assert other.status == 304
+    changed = await gw.get("/sites/site-0002", headers={"If-None-Match": '"nope"'})
+    assert changed.status == 200
+
+
+async def test_request_id_echoed_or_generated(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(settings_for(simulator))
+    assert (await gw.get("/healthz", headers={"X-Request-ID": "abc-123"})).headers[
+        "X-Request-ID"
+    ] == "abc-123"
+    generated = (await gw.get("/healthz")).headers["X-Request-ID"]
+    assert len(generated) == 32
+    unsafe = (await gw.get("/healthz", headers={"X-Request-ID": "a\tb"})).headers["X-Request-ID"]
+    assert unsafe != "a\tb"
+
+
+async def raw_get(gw: Any, path: str) -> tuple[int, dict[str, Any]]:
+    """Send the path exactly as written (clients would normalize `..` away)."""
+    reader, writer = await asyncio.open_connection(gw.host, gw.port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head
+    return int(head.split()[1]), orjson.loads(body)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sites/a%2Fb",
+        "/sites/..",
+        "/sites/%2E%2E",
+        "/sites/.%2e",
+        "/sites/a/../b",
+        "/sites/a%00b",
+        "/sites/a%1Fb",
+        "/sites/a%7Fb",
+        "/sites/a%5Cb",
+        "/sites/" + "x" * 257,
+        "/sites/a/b",
+        "/connectors/a%2Fb",
+        "/connectors/..",
+        "/sites/a%2Fb/connectors",
+        "/sites/%2E%2E/nodes",
+    ],
+)
+async def test_bad_ids_are_400_and_never_sent_upstream(
+    simulator: Simulator, make_gateway: GatewayFactory, path: str
+) -> None:
+    gw = await make_gateway(settings_for(simulator))
+    status, body = await raw_get(gw, path)
+    assert status == 400
+    assert body["status"] == 400 and body["type"] == "/problems/bad-request"
+    assert simulator.data_calls() == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"),
+    [
+        ("500", 502),
+        ("502", 502),
+        ("non_json", 502),
+        ("wrong_shape", 502),
+        ("401", 502),
+        ("hang", 504),
+        ("429", 503),
+    ],
+)
+async def test_upstream_failures_are_problems_and_nothing_is_cached(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, mode: str, status: int
+) -> None:
+    sim = await make_simulator(fail_mode=mode)
+    gw = await make_gateway(settings_for(sim, upstream_timeout=0.5))
+    response = await gw.get("/sites/site-0001")
+    assert response.status == status
+    body = await response.json()
+    assert response.content_type == "application/problem+json"
+    assert set(body) == {"type", "title", "status", "detail", "request_id"}
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    assert "Traceback" not in body["detail"]
+    if status == 503:
+        assert int(response.headers["Retry-After"]) >= 1
+        return
+    sim.config.fail_mode = None
+    healed = await gw.get("/sites/site-0001")
+    assert healed.status == 200
+    assert healed.headers["Cache-Status"].endswith("fwd=miss; stored")
+
+
+async def test_a_failed_refresh_keeps_the_good_entry(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    gw = await make_gateway(
+        settings_for(simulator, redis_url=cache_mode, cache_ttl=0.2, cache_stale=60)
+    )
+    good = await (await gw.get("/sites/site-0001")).json()
+    await asyncio.sleep(0.3)
+    for mode in ("500", "non_json", "wrong_shape"):
+        simulator.config.fail_mode = mode
+        response = await gw.get("/sites/site-0001")
+        assert response.status == 200
+        assert "; hit; ttl=-" in response.headers["Cache-Status"]
+        assert await response.json() == good
+        await asyncio.sleep(0.1)  # let the background refresh fail
+    # Only a real upstream 404 removes it.
+    simulator.config.fail_mode = None
+    del simulator.state.sites["site-0001"]
+    await gw.get("/sites/site-0001")  # stale answer, refresh learns 404
+    await asyncio.sleep(0.1)
+    assert (await gw.get("/sites/site-0001")).status == 404
+
+
+async def test_router_errors_are_problems(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(settings_for(simulator))
+    missing = await gw.get("/nope")
+    assert missing.status == 404 and missing.content_type == "application/problem+json"
+    wrong_method = await gw.post("/sites")
+    assert wrong_method.status == 405
+    assert wrong_method.headers["Allow"] == "GET"
+    assert (await wrong_method.json())["status"] == 405
+
+
+async def test_health_and_readiness(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    gw = await make_gateway(settings_for(simulator, redis_url=cache_mode))
+    assert (await gw.get("/healthz")).status == 200
+    ready = await gw.get("/readyz")
+    assert ready.status == 200
+    report = await ready.json()
+    assert report["ready"] is True
+    assert report["redis"] == ("up" if cache_mode else "absent")
+
+
+async def test_openapi_matches_the_routes(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(settings_for(simulator))
+    document = await (await gw.get("/openapi.json")).json()
+    assert document["openapi"] == "3.1.0"
+    routes = set()
+    for resource in gw.app.router.resources():
+        path = resource.canonical.replace("{id:.+}", "{id}")
+        for route in resource:
+            if route.method != "HEAD":
+                routes.add((path, route.method.lower()))
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == routes
+
+
+async def test_client_tokens_and_admin(simulator: Simulator, make_gateway: GatewayFactory) -> None:
+    settings = settings_for(
+        simulator, client_tokens={"dash": Secret("tok-dash")}, admin_token=Secret("tok-admin")
+    )
+    gw = await make_gateway(settings)
+    assert (await gw.get("/sites")).status == 401
+    assert (await gw.get("/sites", headers={"Authorization": "Bearer nope"})).status == 401
+    ok = await gw.get("/sites", headers={"Authorization": "Bearer tok-dash"})
+    assert ok.status == 200
+    assert (await gw.get("/healthz")).status == 200  # probes stay open
+    purge = "/admin/purge"
+    assert (await gw.post(purge, json={})).status == 401
+    assert (
+        await gw.post(purge, json={}, headers={"Authorization": "Bearer tok-dash"})
+    ).status == 403
+    admin = {"Authorization": "Bearer tok-admin"}
+    assert (await gw.post(purge, json={"bad": 1}, headers=admin)).status == 400
+    assert (await gw.post(purge, data=b"{", headers=admin)).status == 400
+    response = await gw.post(purge, json={"site_id": "site-0001"}, headers=admin)
+    assert response.status == 200
+    again = await gw.get("/sites/site-0001", headers={"Authorization": "Bearer tok-dash"})
+    assert again.headers["Cache-Status"].endswith("fwd=miss; stored")
+    assert (await gw.post(purge, json={}, headers=admin)).status == 200
+    again = await gw.get("/sites", headers={"Authorization": "Bearer tok-dash"})
+    assert again.headers["Cache-Status"].endswith("fwd=miss; stored")
+
+
+async def test_admin_disabled_without_token(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(settings_for(simulator))
+    response = await gw.post("/admin/purge", json={})
+    assert response.status == 404
+
+
+async def test_client_quota(simulator: Simulator, make_gateway: GatewayFactory) -> None:
+    gw = await make_gateway(settings_for(simulator, client_rps=1.0))
+    statuses = [(await gw.get("/healthz")).status for _ in range(3)]
+    assert statuses == [200, 200, 200]  # probes are not metered
+    codes = [(await gw.get("/sites")).status for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[-1] == 429
+    limited = await gw.get("/sites")
+    assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_secrets_never_leave(simulator: Simulator, make_gateway: GatewayFactory) -> None:
+    stream = io.StringIO()
+    logs.configure("DEBUG", secrets=[SIM_KEY, SIM_SECRET, "tok-dash"], stream=stream)
+    try:
+        metrics = Metrics()
+        gw = await make_gateway(
+            settings_for(simulator, client_tokens={"d": Secret("tok-dash")}), metrics=metrics
+        )
+        auth = {"Authorization": "Bearer tok-dash"}
+        texts = []
+        for path in (
+            "/sites",
+            "/sites/site-0001",
+            "/sites/zzz",
+            "/openapi.json",
+            "/readyz",
+            "/metrics",
+        ):
+            response = await gw.get(path, headers=auth)
+            texts.append(str(dict(response.headers)) + (await response.text()))
+        simulator.config.fail_mode = "401"
+        response = await gw.get("/sites/site-0002", headers=auth)
+        texts.append(await response.text())
+        logging.getLogger("test").warning("leak? %s", SIM_SECRET)
+        texts.append(stream.getvalue())
+        everything = "\n".join(texts)
+        assert "tok-dash" not in everything
+        for secret in (SIM_KEY, SIM_SECRET):
+            assert secret not in everything
+        assert "x-signature" not in everything.lower()
+        assert '"request_id"' in stream.getvalue()
+    finally:
+        logs.configure("INFO")
+
+
+async def test_normalization_issues_are_counted(
+    make_simulator: MakeSim, make_gateway: GatewayFactory
+) -> None:
+    raw: dict[str, Any] = {
+        "id": "odd",
+        "name": "Odd",
+        "timezone": "Europe/Berlin",
+        "fuse_tree": [
+            {
+                "type": "fuse",
+                "parameters": {"name": "F", "limit": "lots", "depth": "x"},
+                "children": [],
+            }
+        ],
+    }
+    sim = await make_simulator(sites=[raw])
+    metrics = Metrics()
+    gw = await make_gateway(settings_for(sim), metrics=metrics)
+    body = await (await gw.get("/sites/odd")).json()
+    assert body["fuse_tree"][0]["parameters"]["limit"] is None
+    text = metrics.render().decode()
+    assert metric_value(text, "gateway_normalization_issues_total", field="parameters.limit") == 1
+    assert metric_value(text, "gateway_normalization_issues_total", field="parameters.depth") == 1
+
+
+async def test_deep_trees_are_served(make_simulator: MakeSim, make_gateway: GatewayFactory) -> None:
+    node: dict[str, Any] = {
+        "type": "fuse",
+        "parameters": {"name": "leaf", "limit": 16},
+        "children": [],
+    }
+    for level in range(499):
+        node = {
+            "type": "fuse",
+            "parameters": {"name": f"n{level}", "limit": 1000 - level},
+            "children": [node],
+        }
+    sim = await make_simulator(sites=[{"id": "deep", "name": "Deep", "fuse_tree": [node]}])
+    gw = await make_gateway(settings_for(sim))
+    response = await gw.get("/sites/deep")
+    assert response.status == 200
+    text = await response.read()
+    assert text.count(b'"children"') == 500
+    nodes = await (await gw.get("/sites/deep/nodes")).json()
+    assert len(nodes["data"]) == 500
+    assert nodes["data"][-1]["effective_limit"] == 16
+    assert orjson.loads(text)["id"] == "deep"
