@@ -55,9 +55,18 @@ class Query:
         return self.v2g is None or connector.get("v2g") is self.v2g
 
 
+def _position_order(connector: Mapping[str, Any]) -> tuple[str, bool, str]:
+    connector_id = connector.get("id")
+    return (str(connector.get("site_id")), connector_id is None, str(connector_id or ""))
+
+
 class FleetIndex:
     def __init__(self, etag: str, connectors: list[dict[str, Any]]) -> None:
         self.etag = etag
+        # Paging bisects `keys`, so they must ascend. Fills write the list in that order
+        # already (the stable sort is then a linear no-op), but two upstream sites sharing
+        # an id would interleave their connectors and a cursor would skip or repeat some.
+        connectors = sorted(connectors, key=_position_order)
         self.connectors = connectors
         self.keys: list[PositionKey] = []
         self.site_ranges: dict[str, tuple[int, int]] = {}

@@ -28,6 +28,7 @@ from .errors import CacheUnavailable
 
 T = TypeVar("T")
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
+MAX_CONNECTIONS = 32
 
 
 class Store(Protocol):
@@ -229,4 +230,10 @@ def redis_client(url: str, *, timeout: float) -> Any:
             **common,
         )
         return sentinel.master_for(service)
-    return aioredis.from_url(url, **common)
+    # A bounded pool that queues (for at most the timeout) instead of opening a new
+    # connection per concurrent command: a burst of requests must not become a burst of
+    # connects against Redis.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=timeout, **common
+    )
+    return aioredis.Redis.from_pool(pool)

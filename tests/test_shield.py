@@ -1,0 +1,322 @@
+"""Upstream shielding with real redis-server processes, two gateway instances on one Redis,
+and the simulator as upstream (issue: collapsing, stale, rate ceiling, pauses, circuit,
+Redis fail-open)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.metrics import Metrics
+from tests.conftest import (
+    GatewayFactory,
+    RedisProcess,
+    Simulator,
+    eventually,
+    metric_value,
+    settings_for,
+)
+
+MakeSim = Callable[..., Awaitable[Simulator]]
+
+
+async def storm(urls: list[str]) -> list[tuple[int, str, bytes]]:
+    """All requests at once, on an unlimited connection pool."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(url: str) -> tuple[int, str, bytes]:
+            async with session.get(url) as response:
+                return response.status, response.headers["Cache-Status"], await response.read()
+
+        return await asyncio.gather(*(one(url) for url in urls))
+
+
+async def _two(
+    make_gateway: GatewayFactory, sim: Simulator, redis_url: str, **overrides: object
+) -> tuple[TestClient, TestClient, Metrics, Metrics]:
+    metrics_a, metrics_b = Metrics(), Metrics()
+    settings = settings_for(sim, redis_url=redis_url, **overrides)  # type: ignore[arg-type]
+    a = await make_gateway(settings, metrics=metrics_a)
+    b = await make_gateway(settings, metrics=metrics_b)
+    return a, b, metrics_a, metrics_b
+
+
+async def test_200_concurrent_cold_requests_make_one_upstream_call(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator(latency=0.2)
+    metrics = Metrics()
+    gw = await make_gateway(settings_for(sim, redis_url=redis_url), metrics=metrics)
+    responses = await storm([str(gw.make_url("/sites/site-0002"))] * 200)
+    assert [status for status, _, _ in responses] == [200] * 200
+    assert sim.data_calls() == 1
+    statuses = [cache_status for _, cache_status, _ in responses]
+    assert statuses.count("chargepilot-gateway; fwd=miss; stored") == 1
+    collapsed = statuses.count("chargepilot-gateway; fwd=miss; stored; collapsed")
+    hits = sum("; hit; ttl=" in status for status in statuses)
+    assert collapsed + hits == 199 and collapsed > 100  # late arrivals find it cached
+    text = metrics.render().decode()
+    assert metric_value(text, "gateway_coalesced_requests_total", route="/sites/{id}") == collapsed
+    assert metric_value(text, "gateway_redis_errors_total") == 0
+
+
+async def test_100_cold_requests_over_two_instances_make_one_upstream_call(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator(latency=0.3)
+    a, b, metrics_a, metrics_b = await _two(make_gateway, sim, redis_url)
+    responses = await storm(
+        [str(gw.make_url("/sites/site-0009")) for _ in range(50) for gw in (a, b)]
+    )
+    assert [status for status, _, _ in responses] == [200] * 100
+    assert sim.data_calls() == 1
+    assert len({body for _, _, body in responses}) == 1
+    collapsed = sum("collapsed" in cache_status for _, cache_status, _ in responses)
+    hits = sum("; hit; ttl=" in cache_status for _, cache_status, _ in responses)
+    assert collapsed + hits == 99 and collapsed > 50
+    coalesced = sum(
+        metric_value(m.render().decode(), "gateway_coalesced_requests_total")
+        for m in (metrics_a, metrics_b)
+    )
+    assert coalesced == collapsed
+
+
+async def test_stale_while_revalidate_and_stale_if_error(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator()
+    gw = await make_gateway(
+        settings_for(sim, redis_url=redis_url, cache_ttl=0.3, cache_stale=1.0, circuit_failures=2)
+    )
+    good = await (await gw.get("/sites/site-0001")).read()
+    await asyncio.sleep(0.4)
+    # Upstream healthy: stale at once, one background refresh.
+    swr = await gw.get("/sites/site-0001")
+    assert "; hit; ttl=-" in swr.headers["Cache-Status"]
+    assert "detail=stale-while-revalidate" in swr.headers["Cache-Status"]
+    await eventually(lambda: _calls_at_least(sim, 2))
+    fresh = await gw.get("/sites/site-0001")
+    assert (
+        "; hit; ttl=" in fresh.headers["Cache-Status"]
+        and "ttl=-" not in fresh.headers["Cache-Status"]
+    )
+    # Upstream failing after expiry: the stale answer keeps coming.
+    sim.config.fail_mode = "500"
+    await asyncio.sleep(0.35)
+    for _ in range(4):
+        response = await gw.get("/sites/site-0001")
+        assert response.status == 200
+        assert await response.read() == good
+        assert "ttl=-" in response.headers["Cache-Status"]
+        await asyncio.sleep(0.05)
+    assert "detail=stale-if-error" in response.headers["Cache-Status"]  # circuit now open
+    # After the stale window: nothing to serve, the circuit is open → 503 with Retry-After.
+    await asyncio.sleep(1.1)
+    late = await gw.get("/sites/site-0001")
+    assert late.status == 503
+    assert int(late.headers["Retry-After"]) >= 1
+
+
+async def _calls_at_least(sim: Simulator, count: int) -> bool:
+    return sim.data_calls() >= count
+
+
+async def test_retry_after_pauses_every_instance(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator(fail_mode="429", retry_after=3)
+    a, b, _, _ = await _two(make_gateway, sim, redis_url)
+    started = time.monotonic()
+    first = await a.get("/sites/site-0001")
+    assert first.status == 503 and first.headers["Retry-After"] == "3"
+    assert sim.data_calls() == 1
+    sim.config.fail_mode = None
+    while time.monotonic() - started < 2.7:
+        for gw, site in ((a, "site-0002"), (b, "site-0003"), (b, "site-0001")):
+            held = await gw.get(f"/sites/{site}")
+            assert held.status == 503
+            assert 1 <= int(held.headers["Retry-After"]) <= 3
+        await asyncio.sleep(0.2)
+    assert sim.data_calls() == 1
+    await asyncio.sleep(max(0.0, 3.1 - (time.monotonic() - started)))
+    assert (await b.get("/sites/site-0002")).status == 200
+    assert sim.data_calls() == 2
+
+
+async def test_shared_rate_ceiling(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator()
+    a, b, metrics_a, _ = await _two(
+        make_gateway, sim, redis_url, upstream_rps=4.0, upstream_timeout=10.0
+    )
+    # 24 distinct misses (12 sites x 2 views each would collapse; use distinct site ids).
+    ids = [f"site-{n:04d}" for n in range(1, 13)] + [f"ghost-{n}" for n in range(12)]
+    responses = await asyncio.gather(
+        *(gw.get(f"/sites/{site_id}") for site_id, gw in zip(ids, [a, b] * 12, strict=True))
+    )
+    assert sorted(r.status for r in responses) == [200] * 12 + [404] * 12
+    times = sorted(call.time for call in sim.state.calls)
+    assert len(times) == 24
+    worst = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert worst <= 8, f"{worst} upstream calls in one second"
+    text = metrics_a.render().decode()
+    assert metric_value(text, "gateway_upstream_rate_limit") == 4.0
+
+
+async def test_budget_spent_gives_503_when_nothing_is_stale(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator()
+    gw = await make_gateway(
+        settings_for(sim, redis_url=redis_url, upstream_rps=1.0, upstream_timeout=0.3)
+    )
+    statuses = [(await gw.get(f"/sites/ghost-{n}")).status for n in range(3)]
+    assert statuses[0] == 404
+    assert 503 in statuses
+    assert sim.data_calls() < 3
+
+
+async def test_circuit_opens_then_half_open_probe_closes_it(
+    make_simulator: MakeSim, make_gateway: GatewayFactory
+) -> None:
+    sim = await make_simulator(fail_mode="500")
+    metrics = Metrics()
+    gw = await make_gateway(
+        settings_for(sim, circuit_failures=3, circuit_cooldown=0.5), metrics=metrics
+    )
+    for n in range(3):
+        assert (await gw.get(f"/sites/site-000{n + 1}")).status == 502
+    assert metric_value(metrics.render().decode(), "gateway_upstream_circuit_open") == 1
+    calls = sim.data_calls()
+    cold = await gw.get("/sites/site-0005")
+    assert cold.status == 503 and int(cold.headers["Retry-After"]) >= 1
+    assert sim.data_calls() == calls  # refused at once, upstream untouched
+    assert (await (await gw.get("/readyz")).json())["upstream"]["circuit"] == "open"
+    sim.config.fail_mode = None
+    await asyncio.sleep(0.6)
+    assert (await gw.get("/sites/site-0005")).status == 200  # the half-open probe
+    assert metric_value(metrics.render().decode(), "gateway_upstream_circuit_open") == 0
+
+
+async def test_redis_killed_during_traffic_then_back(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, own_redis: RedisProcess
+) -> None:
+    sim = await make_simulator()
+    metrics = Metrics()
+    gw = await make_gateway(
+        settings_for(sim, redis_url=own_redis.url, redis_timeout=0.2), metrics=metrics
+    )
+    assert (await gw.get("/sites")).status == 200
+    sites = sorted(sim.state.sites)
+    own_redis.kill()
+    for round_ in range(3):
+        for site_id in sites:
+            response = await gw.get(f"/sites/{site_id}")
+            assert response.status == 200, (round_, site_id)
+    ready = await gw.get("/readyz")
+    assert ready.status == 200
+    report = await ready.json()
+    assert report["redis"] == "down" and report["ready"] is True
+    text = metrics.render().decode()
+    assert metric_value(text, "gateway_redis_errors_total") > 0
+    assert metric_value(text, "gateway_redis_up") == 0
+    own_redis.start()
+    restarted = time.monotonic()
+
+    async def cached_in_redis() -> bool:
+        await gw.get("/sites/site-0004")
+        client = own_redis.client()
+        try:
+            return bool(client.keys("cpgw:v1:site:site-0004"))
+        finally:
+            client.close()
+
+    await eventually(cached_in_redis, timeout=5)
+    assert time.monotonic() - restarted < 5
+    assert (await (await gw.get("/readyz")).json())["redis"] == "up"
+
+
+async def test_starting_while_redis_is_unreachable(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, own_redis: RedisProcess
+) -> None:
+    sim = await make_simulator()
+    own_redis.kill()
+    gw = await make_gateway(settings_for(sim, redis_url=own_redis.url, redis_timeout=0.2))
+    assert (await gw.get("/sites/site-0001")).status == 200
+    assert (
+        (await gw.get("/sites/site-0001"))
+        .headers["Cache-Status"]
+        .startswith("chargepilot-gateway; hit")
+    )  # served from the in-process tier
+    assert (await gw.get("/readyz")).status == 200
+    own_redis.start()
+
+    async def shared() -> bool:
+        await gw.get("/sites/site-0002")
+        client = own_redis.client()
+        try:
+            return bool(client.keys("cpgw:v1:site:site-0002"))
+        finally:
+            client.close()
+
+    await eventually(shared, timeout=5)
+
+
+async def test_proactive_refresh_keeps_steady_traffic_fresh(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    sim = await make_simulator()
+    gw = await make_gateway(
+        settings_for(sim, redis_url=redis_url, cache_ttl=1.0, refresh_ahead=0.3)
+    )
+    first = await gw.get("/sites/site-0006")
+    assert first.headers["Cache-Status"].endswith("stored")
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        response = await gw.get("/sites/site-0006")
+        status = response.headers["Cache-Status"]
+        assert "; hit; ttl=" in status and "ttl=-" not in status, status
+        await asyncio.sleep(0.05)
+    assert 2 <= sim.data_calls() <= 5
+
+
+async def test_a_dead_lock_holder_blocks_no_longer_than_the_lock(
+    make_simulator: MakeSim,
+    make_gateway: GatewayFactory,
+    redis_url: str,
+    redis_server: RedisProcess,
+) -> None:
+    sim = await make_simulator()
+    gw = await make_gateway(settings_for(sim, redis_url=redis_url, upstream_timeout=0.5))
+    client = redis_server.client()
+    # A replica that died holding the fetch lock for site-0007 (lock ttl = timeout + 5 s).
+    client.set("cpgw:v1:lock:site:site-0007", "dead-owner", px=800)
+    client.close()
+    started = time.monotonic()
+    response = await gw.get("/sites/site-0007")
+    assert response.status == 200
+    assert 0.7 < time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("owner", ["someone-else"])
+async def test_only_the_owner_releases_a_lock(redis_url: str, owner: str) -> None:
+    from gateway.shield import RedisCoordinator
+    from gateway.store import RedisStore, redis_client
+
+    store = RedisStore(redis_client(redis_url, timeout=0.5), timeout=0.5)
+    coordinator = RedisCoordinator(store, lock_ttl=5, available=lambda: True)
+    token = await coordinator.try_lock("x")
+    assert token is not None
+    assert await coordinator.try_lock("x") is None
+    await coordinator.unlock("x", owner)
+    assert await coordinator.try_lock("x") is None  # still held: not the owner's token
+    await coordinator.unlock("x", token)
+    assert await coordinator.try_lock("x") is not None
+    await store.close()
