@@ -20,6 +20,12 @@ import orjson
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# Upstream outcomes of the current request: a list the middleware creates per request; fetch
+# tasks started by the request inherit the same list object, so their outcomes reach the
+# request's access line.
+upstream_outcomes_var: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "upstream_outcomes", default=None
+)
 
 ALLOWED_FIELDS = frozenset(
     {

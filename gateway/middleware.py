@@ -28,7 +28,7 @@ from .errors import (
     TooManyRequests,
     Unauthorized,
 )
-from .logs import request_id_var
+from .logs import request_id_var, upstream_outcomes_var
 from .metrics import Metrics
 from .settings import Secret
 
@@ -141,6 +141,8 @@ def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
         sent = request.headers.get("X-Request-ID", "")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        outcomes: list[str] = []
+        outcomes_token = upstream_outcomes_var.set(outcomes)
         route = route_template(request)
         client = "-"
         try:
@@ -175,11 +177,13 @@ def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
                     "client": client,
                     "cache": request.get(RESULT_KEY),
                     "error": request.get(ERROR_KEY),
+                    "upstream": ",".join(outcomes) or None,
                 },
             )
             return response
         finally:
             request_id_var.reset(token)
+            upstream_outcomes_var.reset(outcomes_token)
 
     return edge
 

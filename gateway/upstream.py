@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 
 from .errors import BadUpstreamPayload, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .logs import upstream_outcomes_var
 from .metrics import Metrics
 from .settings import Settings
 from .signing import signed_headers, signing_key
@@ -182,6 +183,9 @@ class Upstream:
         return payload
 
     def _observe(self, endpoint: str, outcome: str, started: float) -> None:
+        outcomes = upstream_outcomes_var.get()
+        if outcomes is not None:
+            outcomes.append(outcome)
         self._metrics.upstream_requests.labels(endpoint, outcome).inc()
         self._metrics.upstream_duration.labels(endpoint).observe(
             asyncio.get_running_loop().time() - started

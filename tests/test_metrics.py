@@ -1,0 +1,259 @@
+"""/metrics after a scripted mix of traffic: exact values, bounded labels, and totals across
+worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.metrics import Metrics
+from gateway.simulator import demo_fleet, iter_connectors
+from tests.conftest import (
+    GatewayFactory,
+    Simulator,
+    free_port,
+    metric_value,
+    settings_for,
+)
+from tests.test_process import _clean_env, _wait_listening
+
+MakeSim = Callable[..., Awaitable[Simulator]]
+
+CONTRACT_METRICS = {
+    "gateway_http_requests": {"route", "method", "status"},
+    "gateway_http_request_duration_seconds": {"route"},
+    "gateway_cache_lookups": {"route", "result"},
+    "gateway_coalesced_requests": {"route"},
+    "gateway_upstream_requests": {"endpoint", "outcome"},
+    "gateway_upstream_request_duration_seconds": {"endpoint"},
+    "gateway_upstream_circuit_open": set(),
+    "gateway_redis_errors": {"operation"},
+    "gateway_normalization_issues": {"field"},
+    "gateway_site_data_age_seconds": {"site_id"},
+    "gateway_sites_cached": set(),
+    "gateway_connectors_cached": set(),
+    "gateway_upstream_rate_limit": set(),
+}
+ROUTES = {
+    "/sites",
+    "/sites/{id}",
+    "/sites/{id}/connectors",
+    "/sites/{id}/nodes",
+    "/connectors",
+    "/connectors/{id}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/admin/purge",
+    "unmatched",
+}
+
+
+async def test_exact_values_after_a_scripted_mix(
+    make_simulator: MakeSim, make_gateway: GatewayFactory
+) -> None:
+    sim = await make_simulator(latency=0.1)
+    metrics = Metrics()
+    gw = await make_gateway(
+        settings_for(sim, cache_ttl=0.5, cache_stale=60, upstream_retries=0), metrics=metrics
+    )
+    # 1 miss + 4 collapsed on one site, then 3 hits.
+    await asyncio.gather(*(gw.get("/sites/site-0001") for _ in range(5)))
+    for _ in range(3):
+        await gw.get("/sites/site-0001")
+    # 2 misses for an unknown site → 1 upstream 404, then a negative hit.
+    await gw.get("/sites/ghost")
+    await gw.get("/sites/ghost")
+    # An upstream 500 for another site.
+    sim.config.fail_mode = "500"
+    assert (await gw.get("/sites/site-0002")).status == 502
+    sim.config.fail_mode = None
+    # Stale: wait out freshness, one stale answer with one background refresh.
+    await asyncio.sleep(0.6)
+    assert "ttl=-" in (await gw.get("/sites/site-0001")).headers["Cache-Status"]
+    await asyncio.sleep(0.3)
+    # Noise that must not create labels: an unmatched path and a bad id.
+    await gw.get("/no/such/path/123")
+    await gw.get("/sites/a%01b")
+    # The fleet: one /sites fill.
+    await gw.get("/sites")
+    text = await (await gw.get("/metrics")).text()
+
+    def value(name: str, **labels: str) -> float:
+        return metric_value(text, name, **labels)
+
+    route = "/sites/{id}"
+    # 5 concurrent misses (4 of them collapsed) + the unknown site + the failing site.
+    assert value("gateway_cache_lookups_total", route=route, result="miss") == 7
+    assert value("gateway_cache_lookups_total", route=route, result="hit") == 3
+    assert value("gateway_cache_lookups_total", route=route, result="negative_hit") == 1
+    assert value("gateway_cache_lookups_total", route=route, result="stale") == 1
+    assert value("gateway_coalesced_requests_total", route=route) == 4
+    assert value("gateway_upstream_requests_total", endpoint="/sites/{id}", outcome="200") == 2
+    assert value("gateway_upstream_requests_total", endpoint="/sites/{id}", outcome="404") == 1
+    assert value("gateway_upstream_requests_total", endpoint="/sites/{id}", outcome="500") == 1
+    assert value("gateway_upstream_requests_total", endpoint="/sites", outcome="200") == 1
+    assert value("gateway_upstream_request_duration_seconds_count", endpoint="/sites/{id}") == 4
+    assert value("gateway_http_requests_total", route=route, method="GET", status="200") == 9
+    assert value("gateway_http_requests_total", route=route, method="GET", status="404") == 2
+    assert value("gateway_http_requests_total", route=route, method="GET", status="502") == 1
+    assert value("gateway_http_requests_total", route=route, method="GET", status="400") == 1
+    assert value("gateway_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    fleet = demo_fleet()
+    assert value("gateway_sites_cached") == len(fleet)
+    assert value("gateway_connectors_cached") == sum(
+        len(list(iter_connectors(site))) for site in fleet
+    )
+    assert value("gateway_upstream_rate_limit") == 1000
+    assert value("gateway_upstream_circuit_open") == 0
+    ages = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "gateway_site_data_age_seconds"
+    ]
+    assert {s.labels["site_id"] for s in ages} == {site["id"] for site in fleet}
+    assert all(0 <= s.value < 5 for s in ages)
+    _assert_bounded(text)
+
+
+def _assert_bounded(text: str) -> None:
+    site_ids = {site["id"] for site in demo_fleet()}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("gateway_"):
+            continue
+        if family.name in CONTRACT_METRICS:
+            expected = CONTRACT_METRICS[family.name]
+            for sample in family.samples:
+                assert set(sample.labels) - {"le"} == expected, sample
+        for sample in family.samples:
+            labels = sample.labels
+            assert labels.get("route", "/sites") in ROUTES, labels
+            assert labels.get("endpoint", "/sites") in {"/sites", "/sites/{id}"}
+            assert labels.get("result", "hit") in {"hit", "miss", "stale", "negative_hit"}
+            outcome = labels.get("outcome", "200")
+            assert outcome.isdigit() or outcome in {"timeout", "connection_error"}
+            assert labels.get("site_id", "site-0001") in site_ids
+            assert labels.get("status", "200").isdigit()
+
+
+async def test_histograms_resolve_the_hit_path(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    metrics = Metrics()
+    gw = await make_gateway(settings_for(simulator), metrics=metrics)
+    await gw.get("/sites/site-0001")
+    for _ in range(20):
+        await gw.get("/sites/site-0001")
+    text = metrics.render().decode()
+    fast = metric_value(
+        text, "gateway_http_request_duration_seconds_bucket", route="/sites/{id}", le="0.001"
+    )
+    assert fast >= 15  # sub-millisecond buckets exist and catch hits
+
+
+async def test_metrics_port_serves_metrics_alone(tmp_path: Path) -> None:
+    port, metrics_port = free_port(), free_port()
+    env = _clean_env(
+        GATEWAY_PORT=str(port), GATEWAY_METRICS_PORT=str(metrics_port), GATEWAY_HOST="127.0.0.1"
+    )
+    with (tmp_path / "log").open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--demo"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        _wait_listening(metrics_port, process)
+        _wait_listening(port, process)
+        async with aiohttp.ClientSession() as session:
+            assert (await session.get(f"http://127.0.0.1:{port}/sites")).status == 200
+            assert (await session.get(f"http://127.0.0.1:{port}/metrics")).status == 404
+            scraped = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            text = await scraped.text()
+        assert metric_value(text, "gateway_http_requests_total", route="/sites") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+
+
+async def test_totals_across_worker_processes(tmp_path: Path, redis_url: str) -> None:
+    port = free_port()
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(sim_port),
+            "--key",
+            "k-0123",
+            "--secret",
+            "s-0123",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_clean_env(),
+    )
+    env = _clean_env(
+        CHARGEPILOT_BASE_URL=f"http://127.0.0.1:{sim_port}/rest/v1",
+        CHARGEPILOT_API_KEY="k-0123",
+        CHARGEPILOT_API_SECRET="s-0123",
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(port),
+        GATEWAY_WORKERS="2",
+        REDIS_URL=redis_url,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+    )
+    with (tmp_path / "log").open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=log_file
+        )
+    try:
+        _wait_listening(sim_port, sim)
+        _wait_listening(port, process)
+        await asyncio.sleep(1.0)  # both workers up
+        async with aiohttp.ClientSession() as session:
+            for _ in range(60):
+                # A new connection each time, so SO_REUSEPORT spreads them over the workers.
+                async with (
+                    aiohttp.ClientSession() as fresh,
+                    fresh.get(f"http://127.0.0.1:{port}/healthz") as response,
+                ):
+                    assert response.status == 200
+            text = await (await session.get(f"http://127.0.0.1:{port}/metrics")).text()
+        per_worker = [_healthz_count(path) for path in sorted(tmp_path.glob("counter_*.db"))]
+        assert len(per_worker) == 2 and all(count > 0 for count in per_worker), per_worker
+        # Whichever worker answered /metrics, it reports the total of both.
+        assert metric_value(text, "gateway_http_requests_total", route="/healthz") == 60
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+        sim.terminate()
+        sim.wait(10)
+    assert code == 0
+
+
+def _healthz_count(path: Path) -> float:
+    """The /healthz count one worker wrote to its own multiprocess file."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    families = MultiProcessCollector._read_metrics([str(path)])  # type: ignore[no-untyped-call]
+    return sum(
+        sample.value
+        for family in families.values()
+        for sample in family.samples
+        if sample.name == "gateway_http_requests_total" and sample.labels["route"] == "/healthz"
+    )
