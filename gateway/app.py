@@ -105,6 +105,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "(not shared between replicas or workers)"
         )
         store = MemoryStore()
+        metrics.redis_up.set(1)  # the embedded cache is always reachable
     cache = Cache(
         store,
         fresh_ttl=settings.cache_ttl,

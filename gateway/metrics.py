@@ -151,6 +151,10 @@ class Metrics:
             registry=reg,
         )
 
+        # Series alerts rely on exist from the start (at 0), so `increase()` sees the first one.
+        for endpoint in ("/sites", "/sites/{id}"):
+            self.upstream_requests.labels(endpoint, "429")
+
     def render(self) -> bytes:
         """The text exposition; aggregated over all workers in multiprocess mode."""
         path = multiprocess_dir()

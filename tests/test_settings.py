@@ -142,6 +142,19 @@ def test_bad_files_name_the_variable(tmp_path: Path) -> None:
         Settings.from_env(dict(BASE, CHARGEPILOT_API_KEY_FILE=str(tmp_path / "empty")))
 
 
+def test_every_variable_read_is_listed() -> None:
+    from gateway.settings import ENVIRONMENT_VARIABLES
+
+    class Recording(dict[str, str]):
+        def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+            read.add(key)
+            return super().get(key, default)
+
+    read: set[str] = set()
+    Settings.from_env(Recording(BASE))
+    assert read == set(ENVIRONMENT_VARIABLES)
+
+
 def test_secrets_never_show_in_repr() -> None:
     settings = Settings.from_env(dict(BASE, GATEWAY_ADMIN_TOKEN="admin-token-xyz"))
     text = repr(settings) + str(settings)
