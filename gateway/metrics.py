@@ -106,7 +106,7 @@ class Metrics:
         )
         self.redis_up = Gauge(
             "gateway_redis_up",
-            "1 when the last Redis call succeeded",
+            "1 when the last cache call succeeded (always 1 when embedded)",
             registry=reg,
             multiprocess_mode="livemin",
         )

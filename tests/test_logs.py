@@ -27,8 +27,9 @@ async def test_access_lines(simulator: Simulator, make_gateway: GatewayFactory) 
         await gw.get("/sites/ghost", headers={"X-Request-ID": "req-404"})
     finally:
         logs.configure("INFO")
-    access = {line["request_id"]: line for line in _lines(stream)
-              if line["logger"] == "gateway.access"}
+    access = {
+        line["request_id"]: line for line in _lines(stream) if line["logger"] == "gateway.access"
+    }
     miss = access["req-miss"]
     assert miss["route"] == "/sites/{id}" and miss["status"] == 200
     assert miss["cache"] == "miss" and miss["upstream"] == "200"
@@ -62,8 +63,9 @@ def test_redaction_by_construction() -> None:
     try:
         log = logging.getLogger("gateway.test")
         log.info("value %s", "the-api-secret")
-        log.info("unlisted fields are dropped", extra={"authorization": "Bearer x",
-                                                       "route": "/sites"})
+        log.info(
+            "unlisted fields are dropped", extra={"authorization": "Bearer x", "route": "/sites"}
+        )
         log.info("secret objects render masked: %r", Secret("hidden-value"))
     finally:
         logs.configure("INFO")

@@ -46,9 +46,14 @@ async def test_prometheus_scrapes_the_gateway_and_computes_the_hit_ratio(
     port = free_port()
     with (tmp_path / "prometheus.log").open("wb") as log_file:
         process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -58,7 +63,8 @@ async def test_prometheus_scrapes_the_gateway_and_computes_the_hit_ratio(
                 await asyncio.sleep(0.1)
                 try:
                     ratio = await _query(
-                        session, base,
+                        session,
+                        base,
                         'sum(gateway_cache_lookups_total{job="chargepilot-gateway",result="hit"})'
                         ' / sum(gateway_cache_lookups_total{job="chargepilot-gateway"})',
                     )
