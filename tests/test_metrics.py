@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from tests.conftest import (
     metric_value,
     settings_for,
 )
-from tests.test_process import _clean_env, _wait_listening
+from tests.processes import clean_env, running
 
 MakeSim = Callable[..., Awaitable[Simulator]]
 
@@ -162,52 +160,36 @@ async def test_histograms_resolve_the_hit_path(
 
 async def test_metrics_port_serves_metrics_alone(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
-    env = _clean_env(
+    env = clean_env(
         GATEWAY_PORT=str(port), GATEWAY_METRICS_PORT=str(metrics_port), GATEWAY_HOST="127.0.0.1"
     )
-    with (tmp_path / "log").open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--demo"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-    try:
-        _wait_listening(metrics_port, process)
-        _wait_listening(port, process)
+    with running(["gateway", "--demo"], env, tmp_path / "log", ports=(metrics_port, port)) as gw:
         async with aiohttp.ClientSession() as session:
             assert (await session.get(f"http://127.0.0.1:{port}/sites")).status == 200
             assert (await session.get(f"http://127.0.0.1:{port}/metrics")).status == 404
             scraped = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
             text = await scraped.text()
         assert metric_value(text, "gateway_http_requests_total", route="/sites") == 1
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(20) == 0
+        gw.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(gw.wait, 20) == 0
 
 
 async def test_totals_across_worker_processes(tmp_path: Path, redis_url: str) -> None:
-    port = free_port()
-    sim_port = free_port()
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.simulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(sim_port),
-            "--key",
-            "k-0123",
-            "--secret",
-            "s-0123",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_clean_env(),
-    )
-    env = _clean_env(
+    port, sim_port = free_port(), free_port()
+    sim_args = [
+        "gateway.simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sim_port),
+        "--key",
+        "k-0123",
+        "--secret",
+        "s-0123",
+    ]
+    multiproc = tmp_path / "metrics"
+    multiproc.mkdir()
+    env = clean_env(
         CHARGEPILOT_BASE_URL=f"http://127.0.0.1:{sim_port}/rest/v1",
         CHARGEPILOT_API_KEY="k-0123",
         CHARGEPILOT_API_SECRET="s-0123",
@@ -215,35 +197,28 @@ async def test_totals_across_worker_processes(tmp_path: Path, redis_url: str) ->
         GATEWAY_PORT=str(port),
         GATEWAY_WORKERS="2",
         REDIS_URL=redis_url,
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+        PROMETHEUS_MULTIPROC_DIR=str(multiproc),
     )
-    with (tmp_path / "log").open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=log_file
-        )
-    try:
-        _wait_listening(sim_port, sim)
-        _wait_listening(port, process)
+    with (
+        running(sim_args, clean_env(), tmp_path / "sim.log", ports=(sim_port,)),
+        running(["gateway"], env, tmp_path / "gw.log", ports=(port,)) as gw,
+    ):
         await asyncio.sleep(1.0)  # both workers up
+        for _ in range(60):
+            # A new connection each time, so SO_REUSEPORT spreads them over the workers.
+            async with (
+                aiohttp.ClientSession() as fresh,
+                fresh.get(f"http://127.0.0.1:{port}/healthz") as response,
+            ):
+                assert response.status == 200
         async with aiohttp.ClientSession() as session:
-            for _ in range(60):
-                # A new connection each time, so SO_REUSEPORT spreads them over the workers.
-                async with (
-                    aiohttp.ClientSession() as fresh,
-                    fresh.get(f"http://127.0.0.1:{port}/healthz") as response,
-                ):
-                    assert response.status == 200
             text = await (await session.get(f"http://127.0.0.1:{port}/metrics")).text()
-        per_worker = [_healthz_count(path) for path in sorted(tmp_path.glob("counter_*.db"))]
+        per_worker = [_healthz_count(path) for path in sorted(multiproc.glob("counter_*.db"))]
         assert len(per_worker) == 2 and all(count > 0 for count in per_worker), per_worker
         # Whichever worker answered /metrics, it reports the total of both.
         assert metric_value(text, "gateway_http_requests_total", route="/healthz") == 60
-    finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(30)
-        sim.terminate()
-        sim.wait(10)
-    assert code == 0
+        gw.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(gw.wait, 30) == 0
 
 
 def _healthz_count(path: Path) -> float:

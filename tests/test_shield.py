@@ -230,17 +230,19 @@ async def test_redis_killed_during_traffic_then_back(
     own_redis.start()
     restarted = time.monotonic()
 
-    async def cached_in_redis() -> bool:
-        await gw.get("/sites/site-0004")
-        client = own_redis.client()
-        try:
-            return bool(client.keys("cpgw:v1:site:site-0004"))
-        finally:
-            client.close()
-
-    await eventually(cached_in_redis, timeout=5)
+    await eventually(lambda: _stored_in_redis(gw, own_redis, "site-0004"), timeout=5)
     assert time.monotonic() - restarted < 5
     assert (await (await gw.get("/readyz")).json())["redis"] == "up"
+
+
+async def _stored_in_redis(gw: TestClient, redis_process: RedisProcess, site_id: str) -> bool:
+    """Ask the gateway for the site, then look whether it landed in Redis."""
+    await gw.get(f"/sites/{site_id}")
+    client = redis_process.client()
+    try:
+        return bool(client.exists(f"cpgw:v1:site:{site_id}"))
+    finally:
+        client.close()
 
 
 async def test_starting_while_redis_is_unreachable(
@@ -258,15 +260,7 @@ async def test_starting_while_redis_is_unreachable(
     assert (await gw.get("/readyz")).status == 200
     own_redis.start()
 
-    async def shared() -> bool:
-        await gw.get("/sites/site-0002")
-        client = own_redis.client()
-        try:
-            return bool(client.keys("cpgw:v1:site:site-0002"))
-        finally:
-            client.close()
-
-    await eventually(shared, timeout=5)
+    await eventually(lambda: _stored_in_redis(gw, own_redis, "site-0002"), timeout=5)
 
 
 async def test_proactive_refresh_keeps_steady_traffic_fresh(

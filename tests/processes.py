@@ -1,0 +1,62 @@
+"""Starting and stopping real processes (`python -m gateway`, the simulator) for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any gateway setting, plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHARGEPILOT_", "GATEWAY_", "REDIS_", "PROMETHEUS_MULTIPROC"))
+    }
+    env.update(extra)
+    return env
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"process exited early with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("process did not start listening")
+
+
+@contextlib.contextmanager
+def running(
+    module_args: list[str], env: dict[str, str], log_path: Path, *, ports: tuple[int, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m <module_args>`, its stderr in `log_path`, listening on `ports`; stopped
+    (SIGTERM, then SIGKILL) on the way out if the test has not stopped it."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *module_args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        for port in ports:
+            wait_listening(port, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
