@@ -37,6 +37,7 @@ from .metrics import Metrics
 log = logging.getLogger("gateway.service")
 CACHE_NAME = "chargepilot-gateway"
 MAX_WAIT_ROUNDS = 3
+DECODE_IN_THREAD = 1 << 20
 
 Fill = Callable[[], Awaitable[Filled]]
 
@@ -112,7 +113,11 @@ class SiteService:
             return current, served
         served = await self._serve(route, key, "fleet", self._filler.fill_sites)
         if current is None or current.etag != served.entry.etag:
-            current = FleetIndex.from_body(served.entry.etag, served.entry.body)
+            entry = served.entry
+            if len(entry.body) > DECODE_IN_THREAD:  # keep serving hits while a big fleet decodes
+                current = await asyncio.to_thread(FleetIndex.from_body, entry.etag, entry.body)
+            else:
+                current = FleetIndex.from_body(entry.etag, entry.body)
             self._fleet = current
         return current, served
 

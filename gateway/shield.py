@@ -126,6 +126,11 @@ class Circuit:
         self._probing = True
         return True
 
+    def release(self) -> None:
+        """The admitted call ended without telling anything about upstream health (a pause,
+        no rate token): let the next call be the half-open probe."""
+        self._probing = False
+
     def record(self, healthy: bool) -> None:
         self._probing = False
         if healthy:
@@ -180,12 +185,12 @@ class Shield:
         while True:
             paused, wait = await self._take()
             if paused:
-                self._circuit.record(healthy=True)  # not a failure: release a half-open probe
+                self._circuit.release()
                 raise UpstreamUnavailable("upstream asked us to pause", retry_after=wait)
             if wait <= 0:
                 return
             if loop.time() + wait > deadline:
-                self._circuit.record(healthy=True)
+                self._circuit.release()
                 raise UpstreamUnavailable("upstream rate budget is spent", retry_after=wait)
             await asyncio.sleep(wait)
 
@@ -220,6 +225,7 @@ class Shield:
         return False, wait
 
     async def pause(self, seconds: float) -> None:
+        self._circuit.release()  # a 429 says nothing about upstream health
         seconds = max(seconds, 0.001)
         self._paused_until = max(self._paused_until, self._clock() + seconds)
         log.warning("upstream pause", extra={"retry_after": seconds})

@@ -314,3 +314,59 @@ async def test_only_the_owner_releases_a_lock(redis_url: str, owner: str) -> Non
     await coordinator.unlock("x", token)
     assert await coordinator.try_lock("x") is not None
     await store.close()
+
+
+def test_circuit_states_with_a_fake_clock() -> None:
+    from gateway.shield import Circuit
+
+    now = [0.0]
+    changes: list[str] = []
+    circuit = Circuit(failures=2, cooldown=10, on_change=changes.append, clock=lambda: now[0])
+    assert circuit.allow()
+    circuit.record(healthy=False)
+    assert circuit.state == "closed"
+    circuit.record(healthy=True)  # success resets the count
+    circuit.record(healthy=False)
+    assert circuit.state == "closed"
+    circuit.record(healthy=False)
+    assert circuit.state == "open" and not circuit.allow()
+    assert circuit.remaining() == 10
+    now[0] = 10.5
+    assert circuit.allow()  # the one half-open probe
+    assert circuit.state == "half_open" and not circuit.allow()
+    circuit.release()  # the probe was paused/throttled: the next call may probe
+    assert circuit.allow()
+    circuit.record(healthy=False)  # a failed probe re-opens at once
+    assert circuit.state == "open" and not circuit.allow()
+    now[0] = 21
+    assert circuit.allow()
+    circuit.record(healthy=True)
+    assert circuit.state == "closed" and circuit.allow() and circuit.allow()
+    assert changes == ["open", "half_open", "open", "half_open", "closed"]
+
+
+def test_local_bucket() -> None:
+    from gateway.shield import LocalBucket
+
+    now = [0.0]
+    bucket = LocalBucket(2.0, clock=lambda: now[0])
+    assert bucket.take() == 0 and bucket.take() == 0  # burst of one second's worth
+    assert bucket.take() == pytest.approx(0.5)
+    now[0] = 0.5
+    assert bucket.take() == 0
+    assert bucket.take() == pytest.approx(0.5)
+
+
+async def test_without_redis_the_rate_ceiling_is_local(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, own_redis: RedisProcess
+) -> None:
+    sim = await make_simulator()
+    own_redis.kill()
+    gw = await make_gateway(
+        settings_for(
+            sim, redis_url=own_redis.url, redis_timeout=0.1, upstream_rps=1.0, upstream_timeout=0.3
+        )
+    )
+    statuses = [(await gw.get(f"/sites/ghost-{n}")).status for n in range(3)]
+    assert statuses[0] == 404 and 503 in statuses
+    assert sim.data_calls() < 3
