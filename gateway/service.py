@@ -133,16 +133,24 @@ class SiteService:
     async def connector(self, route: str, connector_id: str) -> Served:
         """Index read; on a miss, the fleet fill (collapsed) tells which connectors exist."""
         key = self.keys.connector(connector_id)
+        missing = f"connector {connector_id!r} not found"
         lookup = await self.cache.get(key)
-        if lookup is None:
-            fleet = await self.cache.get(self.keys.sites())
-            if fleet is None or not fleet.fresh:
-                await self._fetch("fleet", self._filler.fill_sites, route)
-                lookup = await self.cache.get(key)
-        if lookup is None:
-            self._metrics.cache_lookups.labels(route, "miss").inc()
-            raise NotFound(f"connector {connector_id!r} not found")
-        return self._from_lookup(route, lookup, "fleet", self._filler.fill_sites, None)
+        if lookup is not None:
+            return self._from_lookup(route, lookup, "fleet", self._filler.fill_sites, missing)
+        self._metrics.cache_lookups.labels(route, "miss").inc()
+        fleet = await self.cache.peek(self.keys.sites())
+        if fleet is not None and fleet.fresh:
+            raise NotFound(missing)  # the fleet is current and has no such connector
+        filled, collapsed = await self._fetch("fleet", self._filler.fill_sites, route)
+        entry = filled.entries.get(key)
+        if entry is None:
+            lookup = await self.cache.get(key)
+            if lookup is None or lookup.entry.negative:
+                raise NotFound(missing)
+            entry = lookup.entry
+        return Served(
+            entry, _stored_status(collapsed), max(0.0, self.cache.now() - entry.stored_at), "miss"
+        )
 
     # -- the decision --------------------------------------------------------------------
 
@@ -155,7 +163,7 @@ class SiteService:
         self._metrics.cache_lookups.labels(route, "miss").inc()
         for _ in range(MAX_WAIT_ROUNDS):
             filled, collapsed = await self._fetch(fill_name, fill, route)
-            status = f"{CACHE_NAME}; fwd=miss; stored" + ("; collapsed" if collapsed else "")
+            status = _stored_status(collapsed)
             if key in filled.negative:
                 raise NotFound(missing or "not found")
             entry = filled.entries.get(key)
@@ -254,6 +262,10 @@ class SiteService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stored_status(collapsed: bool) -> str:
+    return f"{CACHE_NAME}; fwd=miss; stored" + ("; collapsed" if collapsed else "")
 
 
 def _log_refresh_outcome(task: asyncio.Task[Filled]) -> None:
