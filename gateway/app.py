@@ -33,7 +33,6 @@ from .store import MemoryStore, RedisStore, Store, redis_client
 from .upstream import Upstream
 
 log = logging.getLogger("gateway.app")
-FALLBACK_BYTES = 64 * 1024 * 1024
 LOCK_MARGIN = 5.0
 
 
@@ -104,14 +103,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "REDIS_URL is not set: using the embedded in-process cache "
             "(not shared between replicas or workers)"
         )
-        store = MemoryStore()
+        store = MemoryStore(max_bytes=settings.memory_cache_mb << 20)
         metrics.redis_up.set(1)  # the embedded cache is always reachable
     cache = Cache(
         store,
         fresh_ttl=settings.cache_ttl,
         stale_ttl=settings.cache_stale,
         negative_ttl=settings.negative_ttl,
-        fallback=MemoryStore(max_bytes=FALLBACK_BYTES) if redis is not None else None,
+        fallback=MemoryStore(max_bytes=settings.memory_cache_mb << 20) if redis else None,
         on_error=lambda error: None,  # counted by RedisHealth already
     )
     circuit = Circuit(

@@ -1,13 +1,15 @@
 """What one upstream fetch writes into the cache: a site with its flattened views, or the
 whole fleet.  The only place that turns upstream answers into cache entries.
 
-A site fill (`GET /sites/{id}` upstream) writes, in one pipelined batch, the site, its
-flattened connectors and nodes, and one connector-index entry per connector (the
-connector's own body, so `/connectors/{id}` on any replica is a single read).  A 404 writes
-negative entries for the site's keys instead.  A fleet fill (`GET /sites`) writes all of the
-above for every site, the site list and the fleet-wide connector list sorted by
-(site id, connector id).  Normalizing and flattening a large fleet is CPU work, so it runs
-in a worker thread to keep the event loop answering cache hits meanwhile.
+A site fill (`GET /sites/{id}` upstream) writes, in one pipelined batch, the site and its
+flattened connectors and nodes; a 404 writes negative entries for those keys instead.  A
+fleet fill (`GET /sites`) writes the same for every site, the site list, the fleet-wide
+connector list sorted by (site id, connector id), and the connector index: one entry per
+connector id holding the connector's own body, so `/connectors/{id}` on any replica is a
+single read.  Only the fleet fill writes the index, so an id that appears in two sites
+always resolves to the same one (the site with the smaller id), whatever was filled last.
+Normalizing and flattening a large fleet is CPU work, so it runs in a worker thread to keep
+the event loop answering cache hits meanwhile.
 """
 
 from __future__ import annotations
@@ -93,7 +95,13 @@ class Filler:
         fleet: list[dict[str, Any]] = []
         site_ids = [str(site["id"]) for site in sites]
         for site_id, site in zip(site_ids, sites, strict=True):
-            fleet.extend(self._site_bodies(site_id, site, bodies))
+            connectors = self._site_bodies(site_id, site, bodies)
+            for connector in connectors:
+                connector_id = connector.get("id")
+                if connector_id is not None:
+                    # setdefault: the first site (by id) keeps a duplicated id's entry.
+                    bodies.setdefault(self._keys.connector(connector_id), dumps(connector))
+            fleet.extend(connectors)
         self._report_duplicates("fleet", fleet)
         bodies[self._keys.fleet_connectors()] = dumps({"data": fleet})
         return _Built(bodies, site_ids, len(fleet))
@@ -106,11 +114,6 @@ class Filler:
         bodies[keys.site(site_id)] = dumps(site)
         bodies[keys.site_connectors(site_id)] = dumps({"data": connectors})
         bodies[keys.site_nodes(site_id)] = dumps({"data": flatten_nodes(site)})
-        for connector in connectors:
-            connector_id = connector.get("id")
-            # Across sites the first site (by id) keeps the index entry; duplicates are reported.
-            if connector_id is not None and keys.connector(connector_id) not in bodies:
-                bodies[keys.connector(connector_id)] = dumps(connector)
         return connectors
 
     def _report_duplicates(self, scope: str, connectors: list[dict[str, Any]]) -> None:

@@ -122,13 +122,17 @@ class SiteService:
         return current, served
 
     async def site(self, route: str, site_id: str, key: str | None = None) -> Served:
-        return await self._serve(
+        served = await self._serve(
             route,
             key or self.keys.site(site_id),
             f"site:{site_id}",
             lambda: self._filler.fill_site(site_id),
             missing=f"site {site_id!r} not found",
         )
+        # Another replica may have refreshed it: the age gauge follows the newest copy seen.
+        if served.entry.stored_at > self.site_stored_at.get(site_id, 0.0):
+            self.site_stored_at[site_id] = served.entry.stored_at
+        return served
 
     async def connector(self, route: str, connector_id: str) -> Served:
         """Index read; on a miss, the fleet fill (collapsed) tells which connectors exist."""

@@ -29,6 +29,7 @@ DEFAULT_CIRCUIT_COOLDOWN = 30.0
 DEFAULT_REDIS_TIMEOUT = 0.5
 DEFAULT_REFRESH_AHEAD = 0.1
 DEFAULT_CLIENT_RPS = 0.0
+DEFAULT_MEMORY_CACHE_MB = 256
 
 # Every variable `Settings.from_env` reads (a test holds it to that), for docs and manifests.
 ENVIRONMENT_VARIABLES = (
@@ -40,7 +41,7 @@ ENVIRONMENT_VARIABLES = (
     "GATEWAY_CIRCUIT_FAILURES", "GATEWAY_CIRCUIT_COOLDOWN", "GATEWAY_REDIS_TIMEOUT",
     "GATEWAY_REFRESH_AHEAD", "GATEWAY_CLIENT_RPS", "GATEWAY_CLIENT_TOKENS",
     "GATEWAY_CLIENT_TOKENS_FILE", "GATEWAY_ADMIN_TOKEN", "GATEWAY_ADMIN_TOKEN_FILE",
-    "GATEWAY_LOG_LEVEL",
+    "GATEWAY_LOG_LEVEL", "GATEWAY_MEMORY_CACHE_MB",
 )  # fmt: skip
 REDIS_SCHEMES = (
     "redis",
@@ -112,6 +113,7 @@ class Settings:
     client_tokens: Mapping[str, Secret] = field(default_factory=dict)
     admin_token: Secret | None = None
     log_level: str = "INFO"
+    memory_cache_mb: int = DEFAULT_MEMORY_CACHE_MB
     demo: bool = False
 
     @classmethod
@@ -167,6 +169,10 @@ class Settings:
             client_tokens=reader.client_tokens(),
             admin_token=reader.secret("GATEWAY_ADMIN_TOKEN", required=False),
             log_level=reader.choice("GATEWAY_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            memory_cache_mb=reader.integer(
+                "GATEWAY_MEMORY_CACHE_MB", DEFAULT_MEMORY_CACHE_MB, low=1, high=1 << 20
+            )
+            or DEFAULT_MEMORY_CACHE_MB,
             demo=demo,
         )
 
