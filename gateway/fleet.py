@@ -18,6 +18,7 @@ import binascii
 import bisect
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,37 @@ def _position_order(connector: Mapping[str, Any]) -> tuple[str, bool, str]:
     return (str(connector.get("site_id")), connector_id is None, str(connector_id or ""))
 
 
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    etag: str
+
+
+class PageCache:
+    """The most recently served pages of one fleet version, as bytes: dashboards poll the
+    same pages, and serializing 1000 connectors costs more than everything else in a hit."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._pages: OrderedDict[Query, Rendered] = OrderedDict()
+        self._size = size
+
+    def get(self, query: Query) -> Rendered | None:
+        rendered = self._pages.get(query)
+        if rendered is not None:
+            self._pages.move_to_end(query)
+        return rendered
+
+    def put(self, query: Query, rendered: Rendered) -> Rendered:
+        self._pages[query] = rendered
+        if len(self._pages) > self._size:
+            self._pages.popitem(last=False)
+        return rendered
+
+
 class FleetIndex:
     def __init__(self, etag: str, connectors: list[dict[str, Any]]) -> None:
         self.etag = etag
+        self.rendered = PageCache()
         # Paging bisects `keys`, so they must ascend. Fills write the list in that order
         # already (the stable sort is then a linear no-op), but two upstream sites sharing
         # an id would interleave their connectors and a cursor would skip or repeat some.

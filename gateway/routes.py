@@ -14,7 +14,7 @@ from aiohttp import web
 from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS
 from .cache import make_etag
 from .errors import BadRequest
-from .fleet import parse_query
+from .fleet import Rendered, parse_query
 from .middleware import RESULT_KEY
 from .service import Served
 
@@ -43,10 +43,10 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def respond(request: web.Request, served: Served, body: bytes | None = None) -> web.Response:
-    """200 with the entry (or `body` derived from it), or 304 when the client has it."""
-    payload = served.entry.body if body is None else body
-    etag = f'"{served.entry.etag if body is None else make_etag(body)}"'
+def respond(request: web.Request, served: Served, derived: Rendered | None = None) -> web.Response:
+    """200 with the entry (or a body `derived` from it), or 304 when the client has it."""
+    payload = served.entry.body if derived is None else derived.body
+    etag = f'"{served.entry.etag if derived is None else derived.etag}"'
     request[RESULT_KEY] = served.result
     headers = {
         "ETag": etag,
@@ -90,9 +90,13 @@ async def list_connectors(request: web.Request) -> web.Response:
     if query.site_id is not None:
         validate_id(query.site_id, "site_id")
     index, served = await request.app[SERVICE].fleet_index("/connectors")
-    page, after = index.page(query)
-    cursor = request.app[CURSORS].encode(query, after) if after is not None else None
-    return respond(request, served, orjson.dumps({"data": page, "next_cursor": cursor}))
+    rendered = index.rendered.get(query)
+    if rendered is None:
+        page, after = index.page(query)
+        cursor = request.app[CURSORS].encode(query, after) if after is not None else None
+        body = orjson.dumps({"data": page, "next_cursor": cursor})
+        rendered = index.rendered.put(query, Rendered(body, make_etag(body)))
+    return respond(request, served, rendered)
 
 
 async def get_connector(request: web.Request) -> web.Response:
