@@ -35,6 +35,21 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise AssertionError("process did not start listening")
 
 
+def simulator_args(port: int, key: str, secret: str, *extra: str) -> list[str]:
+    """`python -m` arguments for a simulator on 127.0.0.1:`port` with these credentials."""
+    return ["gateway.simulator", "--host", "127.0.0.1", "--port", str(port),
+            "--key", key, "--secret", secret, *extra]  # fmt: skip
+
+
+def gateway_env(sim_port: int, key: str, secret: str, port: int, **extra: str) -> dict[str, str]:
+    """A clean environment for `python -m gateway` against that simulator, on `port`."""
+    return clean_env(
+        CHARGEPILOT_BASE_URL=f"http://127.0.0.1:{sim_port}/rest/v1",
+        CHARGEPILOT_API_KEY=key, CHARGEPILOT_API_SECRET=secret,
+        GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port), **extra,
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
 def running(
     module_args: list[str], env: dict[str, str], log_path: Path, *, ports: tuple[int, ...] = ()

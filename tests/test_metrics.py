@@ -20,7 +20,7 @@ from tests.conftest import (
     metric_value,
     settings_for,
 )
-from tests.processes import clean_env, running
+from tests.processes import clean_env, gateway_env, running, simulator_args
 
 MakeSim = Callable[..., Awaitable[Simulator]]
 
@@ -176,25 +176,14 @@ async def test_metrics_port_serves_metrics_alone(tmp_path: Path) -> None:
 
 async def test_totals_across_worker_processes(tmp_path: Path, redis_url: str) -> None:
     port, sim_port = free_port(), free_port()
-    sim_args = [
-        "gateway.simulator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(sim_port),
-        "--key",
-        "k-0123",
-        "--secret",
-        "s-0123",
-    ]
+    sim_args = simulator_args(sim_port, "k-0123", "s-0123")
     multiproc = tmp_path / "metrics"
     multiproc.mkdir()
-    env = clean_env(
-        CHARGEPILOT_BASE_URL=f"http://127.0.0.1:{sim_port}/rest/v1",
-        CHARGEPILOT_API_KEY="k-0123",
-        CHARGEPILOT_API_SECRET="s-0123",
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(port),
+    env = gateway_env(
+        sim_port,
+        "k-0123",
+        "s-0123",
+        port,
         GATEWAY_WORKERS="2",
         REDIS_URL=redis_url,
         PROMETHEUS_MULTIPROC_DIR=str(multiproc),

@@ -9,31 +9,13 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import SIM_KEY, SIM_SECRET, free_port
-from tests.processes import clean_env, running
+from tests.processes import clean_env, gateway_env, running, simulator_args
 
 
 async def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
     sim_port, port = free_port(), free_port()
-    sim_args = [
-        "gateway.simulator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(sim_port),
-        "--key",
-        SIM_KEY,
-        "--secret",
-        SIM_SECRET,
-        "--latency",
-        "1.0",
-    ]
-    env = clean_env(
-        CHARGEPILOT_BASE_URL=f"http://127.0.0.1:{sim_port}/rest/v1",
-        CHARGEPILOT_API_KEY=SIM_KEY,
-        CHARGEPILOT_API_SECRET=SIM_SECRET,
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(port),
-    )
+    sim_args = simulator_args(sim_port, SIM_KEY, SIM_SECRET, "--latency", "1.0")
+    env = gateway_env(sim_port, SIM_KEY, SIM_SECRET, port)
     log_path = tmp_path / "gateway.log"
     with (
         running(sim_args, clean_env(), tmp_path / "sim.log", ports=(sim_port,)),
