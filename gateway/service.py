@@ -39,7 +39,15 @@ CACHE_NAME = "chargepilot-gateway"
 MAX_WAIT_ROUNDS = 3
 DECODE_IN_THREAD = 1 << 20
 
-Fill = Callable[[], Awaitable[Filled]]
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One upstream fetch, for the key `probe` that a request needs (the fetch writes it):
+    a lock winner that finds `probe` fresh knows another replica has just done the work."""
+
+    name: str
+    probe: str
+    run: Callable[[], Awaitable[Filled]]
 
 
 class Coordinator(Protocol):
@@ -100,8 +108,15 @@ class SiteService:
 
     # -- what the routes ask for -------------------------------------------------------
 
+    def _fleet_fill(self, probe: str) -> Fill:
+        return Fill("fleet", probe, self._filler.fill_sites)
+
+    def _site_fill(self, site_id: str, probe: str) -> Fill:
+        return Fill(f"site:{site_id}", probe, lambda: self._filler.fill_site(site_id))
+
     async def sites(self, route: str) -> Served:
-        return await self._serve(route, self.keys.sites(), "fleet", self._filler.fill_sites)
+        key = self.keys.sites()
+        return await self._serve(route, key, self._fleet_fill(key))
 
     async def fleet_index(self, route: str) -> tuple[FleetIndex, Served]:
         """The decoded fleet connector list; re-decoded only when its ETag changes."""
@@ -109,9 +124,9 @@ class SiteService:
         peeked = await self.cache.peek(key)
         current = self._fleet
         if peeked is not None and current is not None and peeked.entry.etag == current.etag:
-            served = self._from_lookup(route, peeked, "fleet", self._filler.fill_sites, None)
+            served = self._from_lookup(route, peeked, self._fleet_fill(key), None)
             return current, served
-        served = await self._serve(route, key, "fleet", self._filler.fill_sites)
+        served = await self._serve(route, key, self._fleet_fill(key))
         if current is None or current.etag != served.entry.etag:
             entry = served.entry
             if len(entry.body) > DECODE_IN_THREAD:  # keep serving hits while a big fleet decodes
@@ -122,12 +137,9 @@ class SiteService:
         return current, served
 
     async def site(self, route: str, site_id: str, key: str | None = None) -> Served:
+        key = key or self.keys.site(site_id)
         served = await self._serve(
-            route,
-            key or self.keys.site(site_id),
-            f"site:{site_id}",
-            lambda: self._filler.fill_site(site_id),
-            missing=f"site {site_id!r} not found",
+            route, key, self._site_fill(site_id, key), missing=f"site {site_id!r} not found"
         )
         # Another replica may have refreshed it: the age gauge follows the newest copy seen.
         if served.entry.stored_at > self.site_stored_at.get(site_id, 0.0):
@@ -140,12 +152,12 @@ class SiteService:
         missing = f"connector {connector_id!r} not found"
         lookup = await self.cache.get(key)
         if lookup is not None:
-            return self._from_lookup(route, lookup, "fleet", self._filler.fill_sites, missing)
+            return self._from_lookup(route, lookup, self._fleet_fill(key), missing)
         self._metrics.cache_lookups.labels(route, "miss").inc()
         fleet = await self.cache.peek(self.keys.sites())
         if fleet is not None and fleet.fresh:
             raise NotFound(missing)  # the fleet is current and has no such connector
-        filled, collapsed = await self._fetch("fleet", self._filler.fill_sites, route)
+        filled, collapsed = await self._fetch(self._fleet_fill(key), route)
         entry = filled.entries.get(key)
         if entry is None:
             lookup = await self.cache.get(key)
@@ -159,14 +171,14 @@ class SiteService:
     # -- the decision --------------------------------------------------------------------
 
     async def _serve(
-        self, route: str, key: str, fill_name: str, fill: Fill, *, missing: str | None = None
+        self, route: str, key: str, fill: Fill, *, missing: str | None = None
     ) -> Served:
         lookup = await self.cache.get(key)
         if lookup is not None:
-            return self._from_lookup(route, lookup, fill_name, fill, missing)
+            return self._from_lookup(route, lookup, fill, missing)
         self._metrics.cache_lookups.labels(route, "miss").inc()
         for _ in range(MAX_WAIT_ROUNDS):
-            filled, collapsed = await self._fetch(fill_name, fill, route)
+            filled, collapsed = await self._fetch(fill, route)
             status = _stored_status(collapsed)
             if key in filled.negative:
                 raise NotFound(missing or "not found")
@@ -183,9 +195,7 @@ class SiteService:
                 raise NotFound(missing or "not found")
         raise UpstreamUnavailable("another replica's fetch did not complete", retry_after=1)
 
-    def _from_lookup(
-        self, route: str, lookup: Lookup, fill_name: str, fill: Fill, missing: str | None
-    ) -> Served:
+    def _from_lookup(self, route: str, lookup: Lookup, fill: Fill, missing: str | None) -> Served:
         if lookup.entry.negative:
             self._metrics.cache_lookups.labels(route, "negative_hit").inc()
             raise NotFound(missing or "not found")
@@ -193,13 +203,13 @@ class SiteService:
         if lookup.fresh:
             self._metrics.cache_lookups.labels(route, "hit").inc()
             if lookup.ttl < self._refresh_ahead * self.cache.fresh_ttl:
-                self._refresh(fill_name, fill)
+                self._refresh(fill)
             return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={int(lookup.ttl)}", age, "hit")
         self._metrics.cache_lookups.labels(route, "stale").inc()
         detail = "stale-while-revalidate"
         if not self._coordinator.ready_for_refresh():
             detail = "stale-if-error"
-        self._refresh(fill_name, fill)
+        self._refresh(fill)
         ttl = min(-1, int(lookup.ttl))
         return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={ttl}; detail={detail}", age, "stale")
 
@@ -208,40 +218,51 @@ class SiteService:
 
     # -- fetching ------------------------------------------------------------------------
 
-    def _start(self, fill_name: str, fill: Fill) -> asyncio.Task[Filled]:
-        task = self._inflight.get(fill_name)
+    def _start(self, fill: Fill) -> asyncio.Task[Filled]:
+        task = self._inflight.get(fill.name)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._lead(fill_name, fill))
-            self._inflight[fill_name] = task
-            task.add_done_callback(lambda _: self._inflight.pop(fill_name, None))
+            task = asyncio.get_running_loop().create_task(self._lead(fill))
+            self._inflight[fill.name] = task
+            task.add_done_callback(lambda _: self._inflight.pop(fill.name, None))
         return task
 
-    async def _fetch(self, fill_name: str, fill: Fill, route: str) -> tuple[Filled, bool]:
-        collapsed = fill_name in self._inflight
+    async def _fetch(self, fill: Fill, route: str) -> tuple[Filled, bool]:
+        collapsed = fill.name in self._inflight
         if collapsed:
             self._metrics.coalesced.labels(route).inc()
         # shield: a client going away must not cancel a fetch others are waiting for.
-        filled = await asyncio.shield(self._start(fill_name, fill))
+        filled = await asyncio.shield(self._start(fill))
         if filled.remote and not collapsed:
             self._metrics.coalesced.labels(route).inc()
         return filled, collapsed or filled.remote
 
-    async def _lead(self, fill_name: str, fill: Fill) -> Filled:
-        token = await self._coordinator.try_lock(fill_name)
+    async def _lead(self, fill: Fill) -> Filled:
+        token = await self._coordinator.try_lock(fill.name)
         if token is None:
-            await self._coordinator.wait_unlocked(fill_name)
+            await self._coordinator.wait_unlocked(fill.name)
             return Filled(remote=True)
         try:
-            filled = await fill()
+            if await self._recently_filled(fill):
+                return Filled(remote=True)
+            filled = await fill.run()
         finally:
-            await self._coordinator.unlock(fill_name, token)
+            await self._coordinator.unlock(fill.name, token)
         self.site_stored_at.update(filled.site_ages)
         return filled
 
-    def _refresh(self, fill_name: str, fill: Fill) -> None:
-        if fill_name in self._inflight or not self._coordinator.ready_for_refresh():
+    async def _recently_filled(self, fill: Fill) -> bool:
+        """Double-check under the lock: our miss may have been a Redis hiccup, or another
+        replica finished between our lookup and our lock.  Fresh and outside the
+        refresh-ahead window means there is nothing to do."""
+        lookup = await self.cache.get(fill.probe)
+        return lookup is not None and (
+            lookup.entry.negative or lookup.ttl > self._refresh_ahead * self.cache.fresh_ttl
+        )
+
+    def _refresh(self, fill: Fill) -> None:
+        if fill.name in self._inflight or not self._coordinator.ready_for_refresh():
             return
-        self._start(fill_name, fill).add_done_callback(_log_refresh_outcome)
+        self._start(fill).add_done_callback(_log_refresh_outcome)
 
     async def purge_all(self) -> int:
         self._fleet = None

@@ -370,3 +370,25 @@ async def test_without_redis_the_rate_ceiling_is_local(
     statuses = [(await gw.get(f"/sites/ghost-{n}")).status for n in range(3)]
     assert statuses[0] == 404 and 503 in statuses
     assert sim.data_calls() < 3
+
+
+async def test_a_lock_winner_rechecks_the_cache_before_fetching(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
+) -> None:
+    """A miss that was really a Redis hiccup (or a race with another replica's fill) must
+    not become a second upstream call: the lock winner looks again first."""
+    from gateway.app_keys import SERVICE
+
+    sim = await make_simulator()
+    a, b, _, _ = await _two(make_gateway, sim, redis_url)
+    assert (await a.get("/sites/site-0001")).status == 200
+    service = b.app[SERVICE]
+    key = service.keys.site("site-0001")
+    filled = await service._lead(service._site_fill("site-0001", key))
+    assert filled.remote and not filled.entries
+    assert sim.data_calls() == 1
+    # A key nobody has filled is fetched.
+    missing_key = service.keys.site("site-0002")
+    filled = await service._lead(service._site_fill("site-0002", missing_key))
+    assert missing_key in filled.entries
+    assert sim.data_calls() == 2
