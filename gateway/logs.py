@@ -55,7 +55,8 @@ ALLOWED_FIELDS = frozenset(
         "detail",
     }
 )
-_RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# Names LogRecord itself uses; an allowed field must never shadow one of them (tested).
+RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 class Redactor:
@@ -73,11 +74,12 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor | None = None) -> None:
         super().__init__()
         self._redact = redactor or Redactor()
+        self._second = -1
+        self._prefix = ""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -85,13 +87,21 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id is not None:
             line["request_id"] = request_id
-        for name, value in vars(record).items():
-            if name in ALLOWED_FIELDS and name not in _RESERVED:
-                line[name] = value
+        fields = record.__dict__
+        for name in ALLOWED_FIELDS.intersection(fields):
+            line[name] = fields[name]
         if record.exc_info and record.exc_info[0] is not None:
             line["exception"] = self.formatException(record.exc_info)
         text = orjson.dumps(line, default=repr).decode("utf-8")
         return self._redact(text)
+
+    def _timestamp(self, created: float) -> str:
+        # The seconds part changes once a second; the hit path logs thousands of lines in it.
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
 
 
 def configure(level: str, *, secrets: Iterable[str] = (), stream: Any = None) -> None:

@@ -73,3 +73,16 @@ def test_redaction_by_construction() -> None:
     assert "the-api-secret" not in text and "***" in text
     assert "Bearer x" not in text and "authorization" not in text
     assert "hidden-value" not in text
+
+
+def test_allowed_fields_never_shadow_log_record_attributes() -> None:
+    assert not logs.ALLOWED_FIELDS & logs.RESERVED
+
+
+def test_timestamps() -> None:
+    formatter = logs.JsonFormatter()
+    record = logging.makeLogRecord({"msg": "x", "created": 1700000000.5, "msecs": 500.0})
+    first = orjson.loads(formatter.format(record))["ts"]
+    record.created = 1700000001.25
+    second = orjson.loads(formatter.format(record))["ts"]
+    assert (first, second) == ("2023-11-14T22:13:20.500Z", "2023-11-14T22:13:21.250Z")
