@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -44,16 +43,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp import web
+from common import (
+    API_KEY,
+    API_SECRET,
+    HOST,
+    free_port,
+    gateway_settings,
+    percentile_ms,
+    serve,
+)
 
 from gateway.app import create_app
-from gateway.settings import Secret, Settings
+from gateway.settings import Secret
 from gateway.simulator import SimulatorConfig, build_fleet, create_simulator_app
 
-HOST = "127.0.0.1"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-API_KEY = "bench-key"
-API_SECRET = "bench-secret"
 ADMIN_TOKEN = "bench-admin-token"
 PAGE_LIMIT = 1000
 SIMULATOR_START_TIMEOUT = 120.0
@@ -102,33 +106,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def max_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("the server is not listening on a TCP port")
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, 0).start()
-        yield f"http://{HOST}:{bound_port(runner)}"
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
@@ -167,21 +147,6 @@ async def simulator(args: argparse.Namespace) -> AsyncIterator[str]:
     fleet = build_fleet(args.sites, args.connectors)
     async with serve(create_simulator_app(config, sites=fleet)) as url:
         yield url
-
-
-def gateway_settings(simulator_url: str, redis_url: str | None) -> Settings:
-    return Settings(
-        base_url=f"{simulator_url}/rest/v1",
-        api_key=Secret(API_KEY),
-        api_secret=Secret(API_SECRET),
-        redis_url=redis_url,
-        host=HOST,
-        port=0,
-        cache_ttl=3600.0,  # nothing may turn stale and refresh in the middle of a run
-        upstream_timeout=FILL_TIMEOUT / 2,
-        upstream_rps=100.0,
-        admin_token=Secret(ADMIN_TOKEN),
-    )
 
 
 async def get_ok(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> Any:
@@ -272,24 +237,26 @@ async def load(
     seconds = time.perf_counter() - started
     latencies.sort()
 
-    def percentile(fraction: float) -> float:
-        index = min(len(latencies) - 1, max(0, round(fraction * len(latencies)) - 1))
-        return round(latencies[index] * 1000, 3)
-
     return Load(
         requests=len(latencies),
         errors=counters["errors"],
         seconds=round(seconds, 3),
         rps=round(len(latencies) / seconds, 1),
-        p50_ms=percentile(0.50),
-        p99_ms=percentile(0.99),
+        p50_ms=percentile_ms(latencies, 0.50),
+        p99_ms=percentile_ms(latencies, 0.99),
         mib_per_s=round(counters["bytes"] / MIB / seconds, 1),
     )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with simulator(args) as simulator_url:
-        settings = gateway_settings(simulator_url, args.redis_url)
+        settings = gateway_settings(
+            simulator_url,
+            redis_url=args.redis_url,
+            upstream_timeout=FILL_TIMEOUT / 2,
+            upstream_rps=100.0,
+            admin_token=Secret(ADMIN_TOKEN),
+        )
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with (
             serve(create_app(settings)) as gateway,

@@ -37,23 +37,19 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-from aiohttp import web
+from common import API_KEY, API_SECRET, gateway_settings, percentile_ms, serve
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import logs
 from gateway.app import create_app
 from gateway.metrics import Metrics
-from gateway.settings import Secret, Settings
 from gateway.simulator import SimulatorConfig, create_simulator_app
 
-HOST = "127.0.0.1"
-API_KEY = "bench-key"
-API_SECRET = "bench-secret-0123"
 PATH = "/sites/site-0001"
 ROUTE = "/sites/{id}"
 REQUEST_TIMEOUT = 30.0
@@ -131,41 +127,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("the server is not listening on a TCP port")
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, 0).start()
-        yield f"http://{HOST}:{bound_port(runner)}"
-    finally:
-        await runner.cleanup()
-
-
-def gateway_settings(simulator_url: str) -> Settings:
-    base = Settings(
-        base_url=f"{simulator_url}/rest/v1", api_key=Secret(API_KEY), api_secret=Secret(API_SECRET)
-    )
-    # Fresh for the whole run: no request may turn stale and trigger a refresh.
-    return dataclasses.replace(base, host=HOST, port=0, cache_ttl=3600.0, upstream_rps=1000.0)
-
-
 def set_logging(config: str, stream: IO[str]) -> None:
     logs.configure("INFO" if config == "logs_on" else "WARNING", stream=stream)
-
-
-def percentile_ms(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
-    return round(sorted_values[index] * 1000, 3)
 
 
 async def aiohttp_load(

@@ -34,30 +34,25 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
 import redis
 import redis.asyncio as aioredis
-from aiohttp import web
+from common import API_KEY, API_SECRET, HOST, free_port, gateway_settings, percentile_ms, serve
 
 from gateway import logs
 from gateway.app import create_app
 from gateway.app_keys import METRICS
 from gateway.metrics import Metrics
-from gateway.settings import Secret, Settings
 from gateway.simulator import SIM_STATE, SimulatorConfig, create_simulator_app, demo_fleet
 
-HOST = "127.0.0.1"
-API_KEY = "bench-key"
-API_SECRET = "bench-secret-0123"
 INSTANCES = 2
 REQUEST_TIMEOUT = 30.0
 REDIS_START_TIMEOUT = 10.0
@@ -102,19 +97,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("the server is not listening on a TCP port")
-
-
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """A throwaway `redis-server` on a free loopback port, no persistence; its URL."""
@@ -152,31 +134,6 @@ def redis_server() -> Iterator[str]:
                 process.wait()
 
 
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, 0).start()
-        yield f"http://{HOST}:{bound_port(runner)}"
-    finally:
-        await runner.cleanup()
-
-
-def gateway_settings(simulator_url: str, redis_url: str | None, rps: float) -> Settings:
-    base = Settings(
-        base_url=f"{simulator_url}/rest/v1", api_key=Secret(API_KEY), api_secret=Secret(API_SECRET)
-    )
-    return dataclasses.replace(
-        base,
-        redis_url=redis_url,
-        host=HOST,
-        port=0,
-        cache_ttl=3600.0,  # nothing turns stale (and refreshes) during a storm
-        upstream_rps=rps,
-    )
-
-
 def storm_paths(site_ids: list[str]) -> list[str]:
     """Every key the storm asks for; site keys first, `/sites` last (see the docstring)."""
     paths = [f"/sites/{site_id}" for site_id in site_ids]
@@ -208,13 +165,6 @@ def counter_by_label(metric: Any, label: str) -> Counter[str]:
             if sample.name.endswith("_total") and sample.value:
                 totals[sample.labels[label]] += int(sample.value)
     return totals
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
-    return round(sorted_values[index] * 1000, 3)
 
 
 async def storm(
@@ -256,8 +206,8 @@ async def storm(
         "cache_status": dict(sorted(statuses.items())),
         "seconds": round(seconds, 3),
         "rps": round(len(latencies) / seconds, 1),
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
+        "p50_ms": percentile_ms(latencies, 0.50),
+        "p99_ms": percentile_ms(latencies, 0.99),
     }
 
 
@@ -275,7 +225,7 @@ async def run_storm(
     simulator_app = create_simulator_app(config)
     state = simulator_app[SIM_STATE]
     async with serve(simulator_app) as simulator_url, contextlib.AsyncExitStack() as stack:
-        settings = gateway_settings(simulator_url, redis_url, args.rps)
+        settings = gateway_settings(simulator_url, redis_url=redis_url, upstream_rps=args.rps)
         apps = [create_app(settings, metrics=Metrics()) for _ in range(INSTANCES)]
         gateways = [await stack.enter_async_context(serve(app)) for app in apps]
         load = await storm(

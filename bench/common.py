@@ -1,0 +1,67 @@
+"""What the benchmarks share: loopback servers on free ports, gateway settings for a run
+against the simulator, and percentiles.  Imported by the scripts beside it
+(`python bench/<script>.py` puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from gateway.settings import Secret, Settings
+
+HOST = "127.0.0.1"
+API_KEY = "bench-key"
+API_SECRET = "bench-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("the server is not listening on a TCP port")
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port for the block; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, HOST, 0).start()
+        yield f"http://{HOST}:{bound_port(runner)}"
+    finally:
+        await runner.cleanup()
+
+
+def gateway_settings(simulator_url: str, **overrides: Any) -> Settings:
+    """Settings for a gateway in front of the simulator at `simulator_url`, fresh for the
+    whole run (nothing may turn stale and refresh in the middle of a measurement)."""
+    base = Settings(
+        base_url=f"{simulator_url}/rest/v1",
+        api_key=Secret(API_KEY),
+        api_secret=Secret(API_SECRET),
+        host=HOST,
+        port=0,
+        cache_ttl=3600.0,
+        upstream_rps=1000.0,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def percentile_ms(sorted_values: list[float], fraction: float) -> float:
+    """The `fraction` percentile of sorted seconds, in milliseconds (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return round(sorted_values[index] * 1000, 3)
