@@ -88,7 +88,7 @@ class JsonFormatter(logging.Formatter):
         if request_id is not None:
             line["request_id"] = request_id
         fields = record.__dict__
-        for name in ALLOWED_FIELDS.intersection(fields):
+        for name in sorted(ALLOWED_FIELDS.intersection(fields)):  # stable order for readers
             line[name] = fields[name]
         if record.exc_info and record.exc_info[0] is not None:
             line["exception"] = self.formatException(record.exc_info)
