@@ -114,8 +114,8 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-def _bound_port(runner: object) -> int:
-    for address in getattr(runner, "addresses", []):
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
         if isinstance(address, tuple):
             return int(address[1])
     return 0

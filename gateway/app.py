@@ -111,7 +111,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         stale_ttl=settings.cache_stale,
         negative_ttl=settings.negative_ttl,
         fallback=MemoryStore(max_bytes=settings.memory_cache_mb << 20) if redis else None,
-        on_error=lambda error: None,  # counted by RedisHealth already
     )
     circuit = Circuit(
         failures=settings.circuit_failures,

@@ -19,6 +19,7 @@ keeps serving.  Without Redis the memory store is the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 import time
@@ -116,7 +117,6 @@ class Cache:
         stale_ttl: float,
         negative_ttl: float,
         fallback: MemoryStore | None = None,
-        on_error: Callable[[CacheUnavailable], None] = lambda error: None,
         keys: Keys | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -126,7 +126,6 @@ class Cache:
         self.stale_ttl = stale_ttl
         self.negative_ttl = negative_ttl
         self._fallback = fallback
-        self._on_error = on_error
         self._clock = clock
 
     def now(self) -> float:
@@ -140,8 +139,7 @@ class Cache:
         decoded form a process keeps, and only needs to re-validate by ETag."""
         try:
             raw = await self.store.get_range(key, HEADER_LENGTH - 1)
-        except CacheUnavailable as error:
-            self._on_error(error)
+        except CacheUnavailable:  # counted by the store; serve from the local tier
             raw = self._fallback.get_now(key) if self._fallback else None
         return self._lookup(raw[:HEADER_LENGTH] if raw is not None else None)
 
@@ -181,8 +179,7 @@ class Cache:
     async def _read(self, key: str) -> bytes | None:
         try:
             return await self.store.get(key)
-        except CacheUnavailable as error:
-            self._on_error(error)
+        except CacheUnavailable:  # counted by the store; serve from the local tier
             return self._fallback.get_now(key) if self._fallback else None
 
     async def _write(self, items: list[tuple[str, bytes]], ttl: float) -> None:
@@ -190,7 +187,6 @@ class Cache:
             return
         if self._fallback is not None:
             self._fallback.set_many_now(items, ttl)
-        try:
+        # A failed shared write is counted by the store; the local tier still has the entry.
+        with contextlib.suppress(CacheUnavailable):
             await self.store.set_many(items, ttl)
-        except CacheUnavailable as error:
-            self._on_error(error)

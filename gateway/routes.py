@@ -16,6 +16,7 @@ from .cache import make_etag
 from .errors import BadRequest
 from .fleet import Rendered, parse_query
 from .middleware import RESULT_KEY
+from .openapi import document
 from .service import Served
 
 MAX_ID_LENGTH = 256
@@ -131,8 +132,6 @@ async def metrics_view(app: web.Application, request: web.Request) -> web.Respon
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from .openapi import document
-
     return web.json_response(document(request.app[SETTINGS]), dumps=_dumps)
 
 
