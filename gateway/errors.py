@@ -27,10 +27,14 @@ class GatewayError(Exception):
     title = "Internal Server Error"
     slug = "internal"
 
-    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, detail: str, *, retry_after: float | None = None, cache_status: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
+        # What the cache did for this request (RFC 9211), when it got that far.
+        self.cache_status = cache_status
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:

@@ -51,11 +51,11 @@ def problem(error: GatewayError, request_id: str) -> web.Response:
         "detail": error.detail,
         "request_id": request_id,
     }
+    headers = error.headers()
+    if error.cache_status is not None:
+        headers["Cache-Status"] = error.cache_status
     return web.Response(
-        status=error.status,
-        body=orjson.dumps(body),
-        content_type=PROBLEM_TYPE,
-        headers=error.headers(),
+        status=error.status, body=orjson.dumps(body), content_type=PROBLEM_TYPE, headers=headers
     )
 
 

@@ -156,13 +156,14 @@ class SiteService:
         self._metrics.cache_lookups.labels(route, "miss").inc()
         fleet = await self.cache.peek(self.keys.sites())
         if fleet is not None and fleet.fresh:
-            raise NotFound(missing)  # the fleet is current and has no such connector
-        filled, collapsed = await self._fetch(self._fleet_fill(key), route)
+            # The fleet is current and has no such connector.
+            raise NotFound(missing, cache_status=f"{CACHE_NAME}; hit; detail=negative")
+        filled, collapsed = await _marked_miss(self._fetch(self._fleet_fill(key), route))
         entry = filled.entries.get(key)
         if entry is None:
             lookup = await self.cache.get(key)
             if lookup is None or lookup.entry.negative:
-                raise NotFound(missing)
+                raise NotFound(missing, cache_status=_stored_status(collapsed))
             entry = lookup.entry
         return Served(
             entry, _stored_status(collapsed), max(0.0, self.cache.now() - entry.stored_at), "miss"
@@ -178,27 +179,32 @@ class SiteService:
             return self._from_lookup(route, lookup, fill, missing)
         self._metrics.cache_lookups.labels(route, "miss").inc()
         for _ in range(MAX_WAIT_ROUNDS):
-            filled, collapsed = await self._fetch(fill, route)
+            filled, collapsed = await _marked_miss(self._fetch(fill, route))
             status = _stored_status(collapsed)
-            if key in filled.negative:
-                raise NotFound(missing or "not found")
             entry = filled.entries.get(key)
             if entry is not None:
                 return Served(entry, status, 0.0, "miss")
-            # Another replica filled it; read its result from the shared cache.
-            lookup = await self.cache.get(key)
-            if lookup is not None and lookup.entry.negative:
-                raise NotFound(missing or "not found")
-            if lookup is not None:
-                return Served(lookup.entry, status, self._age(lookup), "miss")
-            if not filled.remote:
-                raise NotFound(missing or "not found")
-        raise UpstreamUnavailable("another replica's fetch did not complete", retry_after=1)
+            if key not in filled.negative:
+                # Another replica filled it; read its result from the shared cache.
+                lookup = await self.cache.get(key)
+                if lookup is not None and not lookup.entry.negative:
+                    return Served(lookup.entry, status, self._age(lookup), "miss")
+                if lookup is None and filled.remote:
+                    continue
+            raise NotFound(missing or "not found", cache_status=status)
+        raise UpstreamUnavailable(
+            "another replica's fetch did not complete",
+            retry_after=1,
+            cache_status=f"{CACHE_NAME}; fwd=miss",
+        )
 
     def _from_lookup(self, route: str, lookup: Lookup, fill: Fill, missing: str | None) -> Served:
         if lookup.entry.negative:
             self._metrics.cache_lookups.labels(route, "negative_hit").inc()
-            raise NotFound(missing or "not found")
+            raise NotFound(
+                missing or "not found",
+                cache_status=f"{CACHE_NAME}; hit; ttl={max(0, int(lookup.ttl))}; detail=negative",
+            )
         age = self._age(lookup)
         if lookup.fresh:
             self._metrics.cache_lookups.labels(route, "hit").inc()
@@ -287,6 +293,16 @@ class SiteService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _marked_miss(fetch: Awaitable[tuple[Filled, bool]]) -> tuple[Filled, bool]:
+    """A fetch whose failure reaches the client as a problem that says it was a miss."""
+    try:
+        return await fetch
+    except GatewayError as error:
+        if error.cache_status is None:
+            error.cache_status = f"{CACHE_NAME}; fwd=miss"
+        raise
 
 
 def _stored_status(collapsed: bool) -> str:

@@ -95,11 +95,16 @@ async def test_negative_caching(
     simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
 ) -> None:
     gw = await make_gateway(settings_for(simulator, redis_url=cache_mode, negative_ttl=0.3))
+    statuses = []
     for _ in range(3):
         response = await gw.get("/sites/nowhere")
         assert response.status == 404
         assert response.content_type == "application/problem+json"
+        statuses.append(response.headers["Cache-Status"])
     assert simulator.data_calls() == 1
+    assert statuses[0] == "chargepilot-gateway; fwd=miss; stored"
+    assert statuses[1].startswith("chargepilot-gateway; hit; ttl=")
+    assert statuses[1].endswith("; detail=negative")
     await asyncio.sleep(0.5)
     assert (await gw.get("/sites/nowhere")).status == 404
     assert simulator.data_calls() == 2
@@ -200,6 +205,7 @@ async def test_upstream_failures_are_problems_and_nothing_is_cached(
     assert response.content_type == "application/problem+json"
     assert set(body) == {"type", "title", "status", "detail", "request_id"}
     assert body["request_id"] == response.headers["X-Request-ID"]
+    assert response.headers["Cache-Status"] == "chargepilot-gateway; fwd=miss"
     assert "Traceback" not in body["detail"]
     if status == 503:
         assert int(response.headers["Retry-After"]) >= 1
