@@ -21,7 +21,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
@@ -79,7 +81,15 @@ async def serve(settings: Settings) -> int:
         await runner.setup()
         runners.append(runner)
         reuse = settings.workers > 1 or None
-        await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse).start()
+        try:
+            await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse).start()
+        except OSError as error:
+            print(
+                f"chargepilot-gateway: GATEWAY_PORT: cannot listen on {settings.host}:"
+                f"{settings.port}: {error.strerror}",
+                file=sys.stderr,
+            )
+            return 2
         listen = f"http://{settings.host}:{_bound_port(runner)}"
         if settings.metrics_port is not None:
             metrics_runner = web.AppRunner(create_metrics_app(app), access_log=None)
@@ -142,33 +152,57 @@ async def _start_simulator(settings: Settings, runners: list[web.AppRunner]) -> 
 
 
 def supervise(settings: Settings) -> int:
-    """Run `settings.workers` worker processes on one port; exit when they all have."""
+    """Run `settings.workers` worker processes on one port.  SIGTERM/SIGINT are forwarded
+    and the supervisor exits 0 once all have drained; a worker that dies on its own takes
+    the others down and the supervisor exits 1, so the orchestrator restarts the whole
+    (a half-dead pod must not keep passing its probes)."""
     env = dict(os.environ, **{WORKER_ENV: "1"})
     owned_dir = None
-    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+    if env.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Files of a previous run would be added to this run's counters.
+        for stale in Path(env["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+            stale.unlink()
+    else:
         owned_dir = tempfile.TemporaryDirectory(prefix="gateway-metrics-")
         env["PROMETHEUS_MULTIPROC_DIR"] = owned_dir.name
-    # Fail here, not in N workers, when the port is taken.
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        probe.bind((settings.host, settings.port))
+    try:  # fail here with one line, not in N workers, when the port is taken
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            probe.bind((settings.host, settings.port))
+    except OSError as error:
+        print(
+            f"chargepilot-gateway: GATEWAY_PORT: cannot listen on {settings.host}:"
+            f"{settings.port}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     workers = [
         subprocess.Popen([sys.executable, "-m", "gateway"], env=env)
         for _ in range(settings.workers)
     ]
     log.info("supervisor started", extra={"workers": len(workers)})
+    stopping = False
 
-    def forward(signum: int, _frame: object) -> None:
+    def stop(signum: int, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [worker.wait() for worker in workers]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = False
+    while any(worker.poll() is None for worker in workers):
+        if not stopping and any(worker.poll() is not None for worker in workers):
+            log.error("a worker exited; stopping the others")
+            failed = True
+            stop(signal.SIGTERM)
+        time.sleep(0.2)
     if owned_dir is not None:
         owned_dir.cleanup()
-    return 0 if all(code == 0 for code in codes) else 1
+    ok = not failed and all(worker.returncode == 0 for worker in workers)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
