@@ -23,12 +23,13 @@ from .cache import Cache
 from .errors import CacheUnavailable
 from .fills import Filler
 from .fleet import Cursors
+from .locks import Coordinator, LocalCoordinator, RedisCoordinator
 from .metrics import Metrics
 from .middleware import Auth, ClientQuota, make_middleware
 from .routes import add_routes
-from .service import Coordinator, LocalCoordinator, SiteService
+from .service import SiteService
 from .settings import Settings
-from .shield import Circuit, RedisCoordinator, Shield
+from .shield import Circuit, Shield
 from .store import MemoryStore, RedisStore, Store, redis_client
 from .upstream import Upstream
 
@@ -118,11 +119,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         on_change=lambda state: _circuit_changed(metrics, state),
     )
     shield = Shield(rate=settings.upstream_rps, circuit=circuit, metrics=metrics, redis=redis)
-    coordinator: Coordinator = LocalCoordinator(shield.available)
+    coordinator: Coordinator = LocalCoordinator()
     if redis is not None:
-        coordinator = RedisCoordinator(
-            redis, lock_ttl=settings.upstream_timeout + LOCK_MARGIN, available=shield.available
-        )
+        coordinator = RedisCoordinator(redis, lock_ttl=settings.upstream_timeout + LOCK_MARGIN)
     connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
     session = aiohttp.ClientSession(
         connector=connector,
@@ -137,6 +136,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         Filler(cache, upstream, metrics),
         metrics,
         coordinator=coordinator,
+        upstream_available=shield.available,
         refresh_ahead=settings.refresh_ahead,
     )
     app[SERVICE] = service

@@ -24,7 +24,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import orjson
 
@@ -32,6 +31,7 @@ from .cache import Cache, Entry, Lookup
 from .errors import GatewayError, NotFound, UpstreamUnavailable
 from .fills import Filled, Filler
 from .fleet import FleetIndex
+from .locks import Coordinator, LocalCoordinator
 from .metrics import Metrics
 
 log = logging.getLogger("gateway.service")
@@ -50,34 +50,6 @@ class Fill:
     run: Callable[[], Awaitable[Filled]]
 
 
-class Coordinator(Protocol):
-    """Cross-replica fetch locks; the local implementation grants every lock."""
-
-    async def try_lock(self, name: str) -> str | None: ...
-    async def unlock(self, name: str, token: str) -> None: ...
-    async def wait_unlocked(self, name: str) -> None: ...
-    def ready_for_refresh(self) -> bool: ...
-
-
-class LocalCoordinator:
-    """One process: in-process collapsing suffices, every lock is granted."""
-
-    def __init__(self, available: Callable[[], bool] = lambda: True) -> None:
-        self._available = available
-
-    async def try_lock(self, name: str) -> str | None:
-        return "local"
-
-    async def unlock(self, name: str, token: str) -> None:
-        return None
-
-    async def wait_unlocked(self, name: str) -> None:
-        return None
-
-    def ready_for_refresh(self) -> bool:
-        return self._available()
-
-
 @dataclass(frozen=True, slots=True)
 class Served:
     entry: Entry
@@ -94,6 +66,7 @@ class SiteService:
         metrics: Metrics,
         *,
         coordinator: Coordinator | None = None,
+        upstream_available: Callable[[], bool],
         refresh_ahead: float = 0.1,
     ) -> None:
         self.cache = cache
@@ -101,6 +74,7 @@ class SiteService:
         self._filler = filler
         self._metrics = metrics
         self._coordinator = coordinator or LocalCoordinator()
+        self._upstream_available = upstream_available
         self._refresh_ahead = refresh_ahead
         self._inflight: dict[str, asyncio.Task[Filled]] = {}
         self.site_stored_at: dict[str, float] = {}
@@ -213,7 +187,7 @@ class SiteService:
             return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={int(lookup.ttl)}", age, "hit")
         self._metrics.cache_lookups.labels(route, "stale").inc()
         detail = "stale-while-revalidate"
-        if not self._coordinator.ready_for_refresh():
+        if not self._upstream_available():
             detail = "stale-if-error"
         self._refresh(fill)
         ttl = min(-1, int(lookup.ttl))
@@ -266,7 +240,7 @@ class SiteService:
         )
 
     def _refresh(self, fill: Fill) -> None:
-        if fill.name in self._inflight or not self._coordinator.ready_for_refresh():
+        if fill.name in self._inflight or not self._upstream_available():
             return
         self._start(fill).add_done_callback(_log_refresh_outcome)
 

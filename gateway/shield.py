@@ -1,5 +1,5 @@
-"""Upstream shielding shared by all replicas: the rate ceiling, Retry-After pauses, the
-circuit breaker, and cross-replica fetch locks.
+"""Upstream admission shared by all replicas: the rate ceiling, Retry-After pauses and the
+circuit breaker.
 
     Shield.admit(deadline)  (called before every upstream attempt)
       1. circuit open (this process saw N consecutive failures) → 503 at once; after the
@@ -14,9 +14,7 @@ The bucket and pause keys share one hash tag, so the script also works on Redis 
 When Redis fails, each replica falls back to a local bucket and local pause (counted in
 `gateway_redis_errors_total`), and goes back to the shared ones on the next good call.
 
-`RedisCoordinator` is the cross-replica half of request collapsing: SET NX PX with an
-owner token, released by a compare-and-delete script only by its owner, and a bounded poll
-for waiters.  A holder that dies blocks others at most `lock_ttl`.
+The cross-replica fetch locks live in `locks.py`.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable
 
@@ -64,11 +61,6 @@ _PAUSE = """
 local left = redis.call('PTTL', KEYS[1])
 if tonumber(ARGV[1]) > left then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
 return 1
-"""
-
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -173,8 +165,10 @@ class Shield:
         metrics.rate_tokens.set(self._local.tokens)
 
     def available(self) -> bool:
-        """False while upstream is known to be held back (pause or open circuit)."""
-        return self._paused_until <= self._clock() and self._circuit.state != "open"
+        """False while upstream is known to be held back: a pause, or an open circuit still
+        in its cool-down (after it, a refresh may be the half-open probe)."""
+        circuit_open = self._circuit.state == "open" and self._circuit.remaining() > 0
+        return self._paused_until <= self._clock() and not circuit_open
 
     async def admit(self, deadline: float) -> None:
         if not self._circuit.allow():
@@ -240,60 +234,3 @@ class Shield:
 
     def record(self, healthy: bool) -> None:
         self._circuit.record(healthy)
-
-
-class RedisCoordinator:
-    """Cross-replica fetch locks on Redis; on Redis errors every lock is granted locally."""
-
-    def __init__(
-        self,
-        redis: RedisStore,
-        *,
-        lock_ttl: float,
-        available: Callable[[], bool],
-        prefix: str = "cpgw:v1:lock:",
-        poll: float = 0.02,
-    ) -> None:
-        self._redis = redis
-        self._ttl_ms = max(1, int(lock_ttl * 1000))
-        self._available = available
-        self._prefix = prefix
-        self._poll = poll
-
-    async def try_lock(self, name: str) -> str | None:
-        token = secrets.token_hex(8)
-        try:
-            won = await self._redis.call(
-                "lock",
-                lambda: self._redis.client.set(
-                    self._prefix + name, token, nx=True, px=self._ttl_ms
-                ),
-            )
-        except CacheUnavailable:
-            return "local"
-        return token if won else None
-
-    async def unlock(self, name: str, token: str) -> None:
-        if token == "local":
-            return
-        with contextlib.suppress(CacheUnavailable):  # the lock expires by itself
-            await self._redis.call(
-                "unlock", lambda: self._redis.client.eval(_UNLOCK, 1, self._prefix + name, token)
-            )
-
-    async def wait_unlocked(self, name: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._ttl_ms / 1000
-        while loop.time() < deadline:
-            try:
-                held = await self._redis.call(
-                    "lock_wait", lambda: self._redis.client.exists(self._prefix + name)
-                )
-            except CacheUnavailable:
-                return
-            if not held:
-                return
-            await asyncio.sleep(self._poll)
-
-    def ready_for_refresh(self) -> bool:
-        return self._available()

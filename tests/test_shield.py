@@ -301,11 +301,11 @@ async def test_a_dead_lock_holder_blocks_no_longer_than_the_lock(
 
 @pytest.mark.parametrize("owner", ["someone-else"])
 async def test_only_the_owner_releases_a_lock(redis_url: str, owner: str) -> None:
-    from gateway.shield import RedisCoordinator
+    from gateway.locks import RedisCoordinator
     from gateway.store import RedisStore, redis_client
 
     store = RedisStore(redis_client(redis_url, timeout=0.5), timeout=0.5)
-    coordinator = RedisCoordinator(store, lock_ttl=5, available=lambda: True)
+    coordinator = RedisCoordinator(store, lock_ttl=5)
     token = await coordinator.try_lock("x")
     assert token is not None
     assert await coordinator.try_lock("x") is None
@@ -392,3 +392,29 @@ async def test_a_lock_winner_rechecks_the_cache_before_fetching(
     filled = await service._lead(service._site_fill("site-0002", missing_key))
     assert missing_key in filled.entries
     assert sim.data_calls() == 2
+
+
+async def test_stale_traffic_alone_recovers_after_the_circuit_cool_down(
+    make_simulator: MakeSim, make_gateway: GatewayFactory
+) -> None:
+    """Only stale hits after an outage: their refresh must become the half-open probe, or
+    the gateway would serve stale data until the stale window ends."""
+    sim = await make_simulator()
+    gw = await make_gateway(
+        settings_for(
+            sim, cache_ttl=0.2, circuit_failures=1, circuit_cooldown=0.5, upstream_retries=0
+        )
+    )
+    await gw.get("/sites/site-0001")
+    await asyncio.sleep(0.3)
+    sim.config.fail_mode = "500"
+    await gw.get("/sites/site-0001")  # stale; its refresh fails and opens the circuit
+    await asyncio.sleep(0.1)
+    assert "stale-if-error" in (await gw.get("/sites/site-0001")).headers["Cache-Status"]
+    sim.config.fail_mode = None
+    await asyncio.sleep(0.6)  # past the cool-down
+    await gw.get("/sites/site-0001")  # stale; this refresh is the probe
+    await asyncio.sleep(0.1)
+    recovered = await gw.get("/sites/site-0001")
+    assert "; hit; ttl=" in recovered.headers["Cache-Status"]
+    assert "ttl=-" not in recovered.headers["Cache-Status"]
