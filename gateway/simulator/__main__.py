@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.simulator.app import SimulatorConfig, create_simulator_app
+from gateway.simulator.app import create_simulator_app
 from gateway.simulator.data import build_fleet, demo_fleet
+from gateway.simulator.state import SimulatorConfig
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
