@@ -84,12 +84,7 @@ async def serve(settings: Settings) -> int:
         try:
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse).start()
         except OSError as error:
-            print(
-                f"chargepilot-gateway: GATEWAY_PORT: cannot listen on {settings.host}:"
-                f"{settings.port}: {error.strerror}",
-                file=sys.stderr,
-            )
-            return 2
+            return _cannot_listen(settings, error)
         listen = f"http://{settings.host}:{_bound_port(runner)}"
         if settings.metrics_port is not None:
             metrics_runner = web.AppRunner(create_metrics_app(app), access_log=None)
@@ -122,6 +117,16 @@ async def _until_signalled() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+
+
+def _cannot_listen(settings: Settings, error: OSError) -> int:
+    """A taken port is a settings problem: one line naming the variable, exit 2."""
+    print(
+        f"chargepilot-gateway: GATEWAY_PORT: cannot listen on {settings.host}:{settings.port}: "
+        f"{error.strerror}",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -170,12 +175,7 @@ def supervise(settings: Settings) -> int:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             probe.bind((settings.host, settings.port))
     except OSError as error:
-        print(
-            f"chargepilot-gateway: GATEWAY_PORT: cannot listen on {settings.host}:"
-            f"{settings.port}: {error.strerror}",
-            file=sys.stderr,
-        )
-        return 2
+        return _cannot_listen(settings, error)
     workers = [
         subprocess.Popen([sys.executable, "-m", "gateway"], env=env)
         for _ in range(settings.workers)
