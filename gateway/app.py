@@ -86,6 +86,7 @@ def create_metrics_app(main: web.Application) -> web.Application:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     health = RedisHealth(metrics)
+    memory_bytes = settings.memory_cache_mb << 20
     redis: RedisStore | None = None
     store: Store
     if settings.redis_url:
@@ -104,14 +105,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "REDIS_URL is not set: using the embedded in-process cache "
             "(not shared between replicas or workers)"
         )
-        store = MemoryStore(max_bytes=settings.memory_cache_mb << 20)
+        store = MemoryStore(max_bytes=memory_bytes)
         metrics.redis_up.set(1)  # the embedded cache is always reachable
     cache = Cache(
         store,
         fresh_ttl=settings.cache_ttl,
         stale_ttl=settings.cache_stale,
         negative_ttl=settings.negative_ttl,
-        fallback=MemoryStore(max_bytes=settings.memory_cache_mb << 20) if redis else None,
+        fallback=MemoryStore(max_bytes=memory_bytes) if redis else None,
     )
     circuit = Circuit(
         failures=settings.circuit_failures,

@@ -71,9 +71,11 @@ class PageCache:
     """The most recently served pages of one fleet version, as bytes: dashboards poll the
     same pages, and serializing 1000 connectors costs more than everything else in a hit."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, max_bytes: int = 128 << 20) -> None:
         self._pages: OrderedDict[Query, Rendered] = OrderedDict()
         self._size = size
+        self._max_bytes = max_bytes  # pages of 1000 connectors are ~0.7 MiB each
+        self._bytes = 0
 
     def get(self, query: Query) -> Rendered | None:
         rendered = self._pages.get(query)
@@ -82,9 +84,14 @@ class PageCache:
         return rendered
 
     def put(self, query: Query, rendered: Rendered) -> Rendered:
+        old = self._pages.pop(query, None)
+        if old is not None:
+            self._bytes -= len(old.body)
         self._pages[query] = rendered
-        if len(self._pages) > self._size:
-            self._pages.popitem(last=False)
+        self._bytes += len(rendered.body)
+        while self._pages and (len(self._pages) > self._size or self._bytes > self._max_bytes):
+            _, evicted = self._pages.popitem(last=False)
+            self._bytes -= len(evicted.body)
         return rendered
 
 

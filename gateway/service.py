@@ -139,9 +139,7 @@ class SiteService:
             if lookup is None or lookup.entry.negative:
                 raise NotFound(missing, cache_status=_stored_status(collapsed))
             entry = lookup.entry
-        return Served(
-            entry, _stored_status(collapsed), max(0.0, self.cache.now() - entry.stored_at), "miss"
-        )
+        return Served(entry, _stored_status(collapsed), self._age(entry), "miss")
 
     # -- the decision --------------------------------------------------------------------
 
@@ -162,7 +160,7 @@ class SiteService:
                 # Another replica filled it; read its result from the shared cache.
                 lookup = await self.cache.get(key)
                 if lookup is not None and not lookup.entry.negative:
-                    return Served(lookup.entry, status, self._age(lookup), "miss")
+                    return Served(lookup.entry, status, self._age(lookup.entry), "miss")
                 if lookup is None and filled.remote:
                     continue
             raise NotFound(missing or "not found", cache_status=status)
@@ -179,7 +177,7 @@ class SiteService:
                 missing or "not found",
                 cache_status=f"{CACHE_NAME}; hit; ttl={max(0, int(lookup.ttl))}; detail=negative",
             )
-        age = self._age(lookup)
+        age = self._age(lookup.entry)
         if lookup.fresh:
             self._metrics.cache_lookups.labels(route, "hit").inc()
             if lookup.ttl < self._refresh_ahead * self.cache.fresh_ttl:
@@ -193,8 +191,8 @@ class SiteService:
         ttl = min(-1, int(lookup.ttl))
         return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={ttl}; detail={detail}", age, "stale")
 
-    def _age(self, lookup: Lookup) -> float:
-        return max(0.0, self.cache.now() - lookup.entry.stored_at)
+    def _age(self, entry: Entry) -> float:
+        return max(0.0, self.cache.now() - entry.stored_at)
 
     # -- fetching ------------------------------------------------------------------------
 

@@ -98,3 +98,18 @@ def test_entry_round_trip() -> None:
     assert Entry.decode(entry.encode()) == entry
     assert Entry.decode(b"CPG0" + entry.encode()[4:]) is None
     assert Entry.decode(b"short") is None
+
+
+def test_page_cache_is_bounded_by_count_and_bytes() -> None:
+    from gateway.fleet import PageCache, Query, Rendered
+
+    pages = PageCache(size=3, max_bytes=10)
+    queries = [Query(limit=n) for n in range(1, 6)]
+    for query in queries[:3]:
+        pages.put(query, Rendered(b"abc", "e"))
+    assert pages.get(queries[0]) is not None  # now the most recent
+    pages.put(queries[3], Rendered(b"abc", "e"))  # 4 pages > 3: the oldest (queries[1]) goes
+    assert pages.get(queries[1]) is None and pages.get(queries[0]) is not None
+    pages.put(queries[4], Rendered(b"x" * 8, "e"))  # bytes over 10: evict until it fits
+    assert pages.get(queries[4]) is not None
+    assert [pages.get(q) for q in queries[:4]] == [None] * 4
