@@ -27,8 +27,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import logs
+from . import __version__, logs
 from .settings import Secret, Settings, SettingsError
+from .settings_specs import help_text
 
 log = logging.getLogger("gateway")
 SHUTDOWN_TIMEOUT = 25.0
@@ -36,7 +37,13 @@ WORKER_ENV = "GATEWAY_WORKER_PROCESS"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="chargepilot-gateway", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="chargepilot-gateway",
+        description=__doc__.split("\n")[0],
+        epilog=help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--demo",
         action="store_true",

@@ -4,10 +4,13 @@ Every variable of the CONTRACT is read here, including those only later features
 so a typo or a bad value stops the process at start with one line naming the variable
 (`SettingsError`), never half-way through serving.  Secrets are wrapped in `Secret`, whose
 repr and str are redacted, so a settings object can be logged without leaking them.
+The list of variables, with their defaults and meanings for people, is `settings_specs.py`;
+several upstream accounts come from `accounts.py`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -15,6 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+
+from .accounts import ACCOUNTS_FILE, NAMESPACE, Account, derived_namespace, load_accounts
+from .secret import Secret, SettingsError
+from .settings_specs import ENVIRONMENT_VARIABLES
+
+__all__ = ["ENVIRONMENT_VARIABLES", "Account", "Secret", "Settings", "SettingsError"]
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8080
@@ -28,21 +37,19 @@ DEFAULT_CIRCUIT_FAILURES = 5
 DEFAULT_CIRCUIT_COOLDOWN = 30.0
 DEFAULT_REDIS_TIMEOUT = 0.5
 DEFAULT_REFRESH_AHEAD = 0.1
+DEFAULT_REFRESH_SHARE = 0.5
 DEFAULT_CLIENT_RPS = 0.0
 DEFAULT_MEMORY_CACHE_MB = 256
+DEFAULT_MEMORY_CACHE_ENTRIES = 100_000
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+DEFAULT_MAX_CONNECTIONS = 10_000
+DEFAULT_SHUTDOWN_DELAY = 5.0
+DEFAULT_DRAIN_TIMEOUT = 25.0
+DEFAULT_CHANGES_RETENTION = 10_000
+DEFAULT_MAX_STREAMS = 1000
+DEFAULT_EVENTS_TTL = 30.0
 
-# Every variable `Settings.from_env` reads (a test holds it to that), for docs and manifests.
-ENVIRONMENT_VARIABLES = (
-    "CHARGEPILOT_BASE_URL", "CHARGEPILOT_API_KEY", "CHARGEPILOT_API_KEY_FILE",
-    "CHARGEPILOT_API_SECRET", "CHARGEPILOT_API_SECRET_FILE", "CHARGEPILOT_SIGN_PATH",
-    "REDIS_URL", "GATEWAY_HOST", "GATEWAY_PORT", "GATEWAY_WORKERS", "GATEWAY_METRICS_PORT",
-    "GATEWAY_CACHE_TTL", "GATEWAY_CACHE_STALE", "GATEWAY_NEGATIVE_TTL",
-    "GATEWAY_UPSTREAM_TIMEOUT", "GATEWAY_UPSTREAM_RPS", "GATEWAY_UPSTREAM_RETRIES",
-    "GATEWAY_CIRCUIT_FAILURES", "GATEWAY_CIRCUIT_COOLDOWN", "GATEWAY_REDIS_TIMEOUT",
-    "GATEWAY_REFRESH_AHEAD", "GATEWAY_CLIENT_RPS", "GATEWAY_CLIENT_TOKENS",
-    "GATEWAY_CLIENT_TOKENS_FILE", "GATEWAY_ADMIN_TOKEN", "GATEWAY_ADMIN_TOKEN_FILE",
-    "GATEWAY_LOG_LEVEL", "GATEWAY_MEMORY_CACHE_MB",
-)  # fmt: skip
 REDIS_SCHEMES = (
     "redis",
     "rediss",
@@ -56,46 +63,23 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-class SettingsError(ValueError):
-    """A setting is missing or invalid; the message starts with the variable's name."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
-
-
-class Secret:
-    """A string that never shows itself in repr, str, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     base_url: str
     api_key: Secret
     api_secret: Secret
     sign_path: Literal["full", "relative"] = "full"
+    # Empty: the one account above; else CHARGEPILOT_ACCOUNTS_FILE's accounts.
+    accounts_file: tuple[Account, ...] = ()
     redis_url: str | None = None
+    namespace: str | None = None  # None: derived per account
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    shutdown_delay: float = DEFAULT_SHUTDOWN_DELAY
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     workers: int = 1
     metrics_port: int | None = None
     cache_ttl: float = DEFAULT_CACHE_TTL
@@ -108,38 +92,103 @@ class Settings:
     circuit_cooldown: float = DEFAULT_CIRCUIT_COOLDOWN
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT
     refresh_ahead: float = DEFAULT_REFRESH_AHEAD
+    refresh_share: float = DEFAULT_REFRESH_SHARE
+    changes_retention: int = DEFAULT_CHANGES_RETENTION
+    max_streams: int = DEFAULT_MAX_STREAMS
+    events_ttl: float = DEFAULT_EVENTS_TTL
     client_rps: float = DEFAULT_CLIENT_RPS
+    trusted_proxies: tuple[str, ...] = ()
     # name -> token; empty: data endpoints are open.
     client_tokens: Mapping[str, Secret] = field(default_factory=dict)
     admin_token: Secret | None = None
-    log_level: str = "INFO"
+    cursor_secret: Secret | None = None
     memory_cache_mb: int = DEFAULT_MEMORY_CACHE_MB
+    memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
+    log_level: str = "INFO"
+    tracing: bool = False  # an OTLP endpoint is configured
     demo: bool = False
+
+    @property
+    def accounts(self) -> tuple[Account, ...]:
+        """The upstream accounts served as one fleet (one, unless an accounts file is set)."""
+        if self.accounts_file:
+            return self.accounts_file
+        namespace = self.namespace or derived_namespace(self.base_url, self.api_key.reveal())
+        return (
+            Account(
+                "default",
+                self.base_url,
+                self.api_key,
+                self.api_secret,
+                self.sign_path,
+                self.upstream_rps,
+                namespace,
+            ),
+        )
+
+    @property
+    def multi_account(self) -> bool:
+        return len(self.accounts_file) > 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, demo: bool = False) -> Settings:
         """Build settings from `env`; raise `SettingsError` naming the first bad variable."""
         reader = _Reader(env)
+        accounts_path = reader.string(ACCOUNTS_FILE)
+        needs_single = accounts_path is None and not demo
         base_url = reader.string("CHARGEPILOT_BASE_URL")
         if base_url is None:
-            if not demo:
+            if needs_single:
                 raise SettingsError("CHARGEPILOT_BASE_URL", "required (or run with --demo)")
             base_url = "http://127.0.0.1:0/rest/v1"  # replaced by the simulator's address
-        api_key = reader.secret("CHARGEPILOT_API_KEY", required=not demo)
-        api_secret = reader.secret("CHARGEPILOT_API_SECRET", required=not demo)
-        port = reader.integer("GATEWAY_PORT", DEFAULT_PORT, low=0, high=65535) or 0
-        metrics_port = reader.integer("GATEWAY_METRICS_PORT", None, low=0, high=65535)
+        api_key = reader.secret("CHARGEPILOT_API_KEY", required=needs_single)
+        api_secret = reader.secret("CHARGEPILOT_API_SECRET", required=needs_single)
+        port = reader.integer("GATEWAY_PORT", DEFAULT_PORT, low=0, high=65535)
+        metrics_port = reader.optional_integer("GATEWAY_METRICS_PORT", low=0, high=65535)
         if metrics_port is not None and metrics_port == port and port != 0:
             raise SettingsError("GATEWAY_METRICS_PORT", "must differ from GATEWAY_PORT")
+        sign_path: Literal["full", "relative"] = reader.choice(  # type: ignore[assignment]
+            "CHARGEPILOT_SIGN_PATH", "full", ("full", "relative")
+        )
+        upstream_rps = reader.duration("GATEWAY_UPSTREAM_RPS", DEFAULT_UPSTREAM_RPS, positive=True)
+        namespace = reader.string("GATEWAY_NAMESPACE")
+        if namespace is not None and not NAMESPACE.match(namespace):
+            raise SettingsError(
+                "GATEWAY_NAMESPACE", "must be 1-64 letters, digits, '.', '_' or '-'"
+            )
+        accounts: tuple[Account, ...] = ()
+        if accounts_path is not None:
+            accounts = load_accounts(
+                accounts_path,
+                default_rps=upstream_rps,
+                default_sign_path=sign_path,
+                namespace=namespace,
+                validate_url=_validate_base_url,
+            )
         return cls(
             base_url=_validate_base_url(base_url),
             api_key=api_key or Secret("demo-key"),
             api_secret=api_secret or Secret("demo-secret"),
-            sign_path=reader.choice("CHARGEPILOT_SIGN_PATH", "full", ("full", "relative")),  # type: ignore[arg-type]
+            sign_path=sign_path,
+            accounts_file=accounts,
             redis_url=_validate_redis_url(reader.string("REDIS_URL")),
+            namespace=namespace,
             host=reader.string("GATEWAY_HOST") or DEFAULT_HOST,
             port=port,
-            workers=reader.integer("GATEWAY_WORKERS", 1, low=1, high=256) or 1,
+            header_timeout=reader.duration(
+                "GATEWAY_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, positive=True
+            ),
+            keepalive_timeout=reader.duration(
+                "GATEWAY_KEEPALIVE_TIMEOUT", DEFAULT_KEEPALIVE_TIMEOUT, positive=True
+            ),
+            max_connections=reader.integer(
+                "GATEWAY_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, low=1, high=1_000_000
+            ),
+            shutdown_delay=reader.duration("GATEWAY_SHUTDOWN_DELAY", DEFAULT_SHUTDOWN_DELAY),
+            drain_timeout=reader.duration(
+                "GATEWAY_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT, positive=True
+            ),
+            workers=reader.integer("GATEWAY_WORKERS", 1, low=1, high=256),
             metrics_port=metrics_port,
             cache_ttl=reader.duration("GATEWAY_CACHE_TTL", DEFAULT_CACHE_TTL),
             cache_stale=reader.duration("GATEWAY_CACHE_STALE", DEFAULT_CACHE_STALE),
@@ -147,17 +196,13 @@ class Settings:
             upstream_timeout=reader.duration(
                 "GATEWAY_UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT, positive=True
             ),
-            upstream_rps=reader.duration(
-                "GATEWAY_UPSTREAM_RPS", DEFAULT_UPSTREAM_RPS, positive=True
-            ),
+            upstream_rps=upstream_rps,
             upstream_retries=reader.integer(
                 "GATEWAY_UPSTREAM_RETRIES", DEFAULT_UPSTREAM_RETRIES, low=0, high=10
-            )
-            or 0,
+            ),
             circuit_failures=reader.integer(
                 "GATEWAY_CIRCUIT_FAILURES", DEFAULT_CIRCUIT_FAILURES, low=1, high=1000
-            )
-            or DEFAULT_CIRCUIT_FAILURES,
+            ),
             circuit_cooldown=reader.duration(
                 "GATEWAY_CIRCUIT_COOLDOWN", DEFAULT_CIRCUIT_COOLDOWN, positive=True
             ),
@@ -165,14 +210,29 @@ class Settings:
                 "GATEWAY_REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT, positive=True
             ),
             refresh_ahead=reader.fraction("GATEWAY_REFRESH_AHEAD", DEFAULT_REFRESH_AHEAD),
+            refresh_share=reader.fraction(
+                "GATEWAY_REFRESH_SHARE", DEFAULT_REFRESH_SHARE, inclusive=True
+            ),
+            changes_retention=reader.integer(
+                "GATEWAY_CHANGES_RETENTION", DEFAULT_CHANGES_RETENTION, low=1, high=10_000_000
+            ),
+            max_streams=reader.integer(
+                "GATEWAY_MAX_STREAMS", DEFAULT_MAX_STREAMS, low=0, high=1_000_000
+            ),
+            events_ttl=reader.duration("GATEWAY_EVENTS_TTL", DEFAULT_EVENTS_TTL),
             client_rps=reader.duration("GATEWAY_CLIENT_RPS", DEFAULT_CLIENT_RPS),
+            trusted_proxies=reader.networks("GATEWAY_TRUSTED_PROXIES"),
             client_tokens=reader.client_tokens(),
             admin_token=reader.secret("GATEWAY_ADMIN_TOKEN", required=False),
-            log_level=reader.choice("GATEWAY_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            cursor_secret=reader.secret("GATEWAY_CURSOR_SECRET", required=False),
             memory_cache_mb=reader.integer(
                 "GATEWAY_MEMORY_CACHE_MB", DEFAULT_MEMORY_CACHE_MB, low=1, high=1 << 20
-            )
-            or DEFAULT_MEMORY_CACHE_MB,
+            ),
+            memory_cache_entries=reader.integer(
+                "GATEWAY_MEMORY_CACHE_ENTRIES", DEFAULT_MEMORY_CACHE_ENTRIES, low=1, high=1 << 30
+            ),
+            log_level=reader.choice("GATEWAY_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
+            tracing=reader.otlp_endpoint() is not None,
             demo=demo,
         )
 
@@ -218,10 +278,14 @@ class _Reader:
             raise SettingsError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
-    def integer(self, name: str, default: int | None, *, low: int, high: int) -> int | None:
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        number = self.optional_integer(name, low=low, high=high)
+        return default if number is None else number
+
+    def optional_integer(self, name: str, *, low: int, high: int) -> int | None:
         value = self.string(name)
         if value is None:
-            return default
+            return None
         try:
             number = int(value)
         except ValueError:
@@ -243,11 +307,35 @@ class _Reader:
             raise SettingsError(name, f"must be {bound}, got {value!r}")
         return number
 
-    def fraction(self, name: str, default: float) -> float:
+    def fraction(self, name: str, default: float, *, inclusive: bool = False) -> float:
         number = self.duration(name, default)
-        if number >= 1:
-            raise SettingsError(name, f"must be a fraction in [0, 1), got {number}")
+        if number > 1 or (number == 1 and not inclusive):
+            bounds = "[0, 1]" if inclusive else "[0, 1)"
+            raise SettingsError(name, f"must be a fraction in {bounds}, got {number}")
         return number
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        value = self.string(name)
+        if value is None:
+            return ()
+        found: list[str] = []
+        for item in (part.strip() for part in value.split(",")):
+            try:
+                found.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise SettingsError(name, f"{item!r} is not an address or CIDR") from None
+        return tuple(found)
+
+    def otlp_endpoint(self) -> str | None:
+        traces = self.string("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        general = self.string("OTEL_EXPORTER_OTLP_ENDPOINT")
+        endpoint = traces or general
+        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
+            variable = (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if traces else "OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
+            raise SettingsError(variable, f"must be an http(s) URL, got {endpoint!r}")
+        return endpoint
 
     def client_tokens(self) -> dict[str, Secret]:
         tokens: dict[str, Secret] = {}

@@ -177,3 +177,117 @@ def test_bad_setting_exits_non_zero_with_one_line_naming_it() -> None:
         [sys.executable, "-m", "gateway"], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2 and "CHARGEPILOT_API_KEY" in result.stderr
+
+
+def test_every_shown_default_is_the_applied_default() -> None:
+    from gateway.settings_specs import SPECS
+
+    settings = Settings.from_env(BASE)
+    checked = 0
+    for spec in SPECS:
+        if spec.attribute is None:
+            continue
+        value = getattr(settings, spec.attribute)
+        shown = spec.default.split(" ")[0]
+        if isinstance(value, bool) or value is None or value == () or isinstance(value, str):
+            continue
+        assert float(shown) == float(value), spec.variable
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_NAMESPACE", "a b"),
+        ("GATEWAY_NAMESPACE", "x" * 65),
+        ("GATEWAY_HEADER_TIMEOUT", "0"),
+        ("GATEWAY_KEEPALIVE_TIMEOUT", "-1"),
+        ("GATEWAY_MAX_CONNECTIONS", "0"),
+        ("GATEWAY_SHUTDOWN_DELAY", "-1"),
+        ("GATEWAY_REFRESH_SHARE", "1.01"),
+        ("GATEWAY_CHANGES_RETENTION", "0"),
+        ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8, not-an-ip"),
+        ("GATEWAY_MEMORY_CACHE_ENTRIES", "0"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"),
+    ],
+)
+def test_new_settings_are_validated(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(dict(BASE, **{variable: value}))
+    assert caught.value.variable == variable
+
+
+def test_namespace_is_derived_per_account_unless_set() -> None:
+    one = Settings.from_env(BASE).accounts[0]
+    other_key = Settings.from_env(dict(BASE, CHARGEPILOT_API_KEY="another")).accounts[0]
+    assert one.namespace != other_key.namespace and len(one.namespace) == 16
+    assert "key-1234" not in one.namespace
+    named = Settings.from_env(dict(BASE, GATEWAY_NAMESPACE="team-a")).accounts[0]
+    assert named.namespace == "team-a"
+    proxies = Settings.from_env(dict(BASE, GATEWAY_TRUSTED_PROXIES="10.0.0.1, 192.168.0.0/16"))
+    assert proxies.trusted_proxies == ("10.0.0.1/32", "192.168.0.0/16")
+    assert Settings.from_env(dict(BASE, OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318")).tracing
+
+
+def test_accounts_file(tmp_path: Path) -> None:
+    (tmp_path / "us.secret").write_text("us-secret\n")
+    path = tmp_path / "accounts.json"
+    path.write_text(
+        '[{"name": "eu", "base_url": "https://eu.example/rest/v1", "api_key": "k1",'
+        ' "api_secret": "s1"},'
+        ' {"name": "us", "base_url": "https://us.example/rest/v1/", "api_key": "k2",'
+        f' "api_secret_file": "{tmp_path / "us.secret"}", "rps": 2}}]'
+    )
+    settings = Settings.from_env({"CHARGEPILOT_ACCOUNTS_FILE": str(path)})
+    eu, us = settings.accounts
+    assert settings.multi_account
+    assert (eu.name, eu.rps, us.rps, us.base_url) == ("eu", 5.0, 2.0, "https://us.example/rest/v1")
+    assert us.api_secret.reveal() == "us-secret" and eu.namespace != us.namespace
+    named = Settings.from_env({"CHARGEPILOT_ACCOUNTS_FILE": str(path), "GATEWAY_NAMESPACE": "t"})
+    assert [account.namespace for account in named.accounts] == ["t-eu", "t-us"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        "[]",
+        '{"name": "eu"}',
+        '[{"name": "EU!", "base_url": "https://a/rest/v1", "api_key": "k", "api_secret": "s"}]',
+        '[{"name": "eu", "base_url": "ftp://a", "api_key": "k", "api_secret": "s"}]',
+        '[{"name": "eu", "base_url": "https://a/rest/v1", "api_secret": "s"}]',
+        '[{"name": "eu", "base_url": "https://a/rest/v1", "api_key": "k", "api_secret": "s",'
+        ' "rps": 0}]',
+        '[{"name": "eu", "base_url": "https://a/rest/v1", "api_key": "k", "api_secret": "s",'
+        ' "colour": "red"}]',
+        '[{"name": "eu", "base_url": "https://a/rest/v1", "api_key": "k", "api_secret": "s"},'
+        ' {"name": "eu", "base_url": "https://b/rest/v1", "api_key": "k", "api_secret": "s"}]',
+    ],
+)
+def test_bad_accounts_file_names_the_variable(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "accounts.json"
+    path.write_text(content)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"CHARGEPILOT_ACCOUNTS_FILE": str(path)})
+    assert caught.value.variable == "CHARGEPILOT_ACCOUNTS_FILE"
+    with pytest.raises(SettingsError) as missing:
+        Settings.from_env({"CHARGEPILOT_ACCOUNTS_FILE": str(tmp_path / "nope.json")})
+    assert missing.value.variable == "CHARGEPILOT_ACCOUNTS_FILE"
+
+
+def test_help_lists_every_setting_and_version_prints() -> None:
+    from gateway import __version__
+    from gateway.settings_specs import SPECS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARGEPILOT_", "GATEWAY_"))}
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway", "--help"], env=env, capture_output=True, text=True
+    )
+    assert shown.returncode == 0
+    for spec in SPECS:
+        assert spec.variable in shown.stdout and spec.default in shown.stdout
+    version = subprocess.run(
+        [sys.executable, "-m", "gateway", "--version"], env=env, capture_output=True, text=True
+    )
+    assert version.returncode == 0 and version.stdout.strip().endswith(__version__)
