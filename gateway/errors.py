@@ -6,7 +6,9 @@
     ├── Forbidden                 403  a known token without the right
     ├── NotFound                  404  unknown site or connector, disabled admin
     ├── MethodNotAllowed          405  with Allow
+    ├── Conflict                  409  an id listed by several accounts
     ├── TooManyRequests           429  a client over its quota, with Retry-After
+    ├── StoreUnavailable          503  an admin action needs Redis and Redis does not answer
     └── UpstreamError             502  upstream answered unusably
         ├── BadUpstreamPayload    502  non-JSON or the wrong shape
         ├── UpstreamUnavailable   503  holding back: pause, open circuit, budget spent
@@ -14,12 +16,17 @@
     CacheUnavailable                   Redis failed; internal only, the service fails open
 
 aiohttp/asyncio exceptions are mapped to these only in `upstream.py`; Redis exceptions only
-in `store.py`.
+in `store.py`.  An error raised while serving from cache carries the cache `outcome` (what
+the cache did: a negative hit, a failed miss), which the HTTP edge renders as Cache-Status.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Outcome
 
 
 class GatewayError(Exception):
@@ -28,13 +35,13 @@ class GatewayError(Exception):
     slug = "internal"
 
     def __init__(
-        self, detail: str, *, retry_after: float | None = None, cache_status: str | None = None
+        self, detail: str, *, retry_after: float | None = None, outcome: Outcome | None = None
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
-        # What the cache did for this request (RFC 9211), when it got that far.
-        self.cache_status = cache_status
+        # What the cache did for this request, when it got that far.
+        self.outcome = outcome
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -70,6 +77,14 @@ class MethodNotAllowed(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": ", ".join(sorted(self.allowed))}
+
+
+class Conflict(GatewayError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class StoreUnavailable(GatewayError):
+    status, title, slug = 503, "Service Unavailable", "cache-unavailable"
 
 
 class TooManyRequests(GatewayError):

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .logs import request_id_var, upstream_outcomes_var
 from .metrics import Metrics
+from .responses import COLLAPSED_KEY, RESULT_KEY, cache_status, note
 from .settings import Secret
 
 access_log = logging.getLogger("gateway.access")
@@ -37,8 +38,8 @@ log = logging.getLogger("gateway.http")
 
 PROBLEM_TYPE = "application/problem+json"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-RESULT_KEY = web.RequestKey("cache_result", str)
 ERROR_KEY = web.RequestKey("error", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,8 +53,8 @@ def problem(error: GatewayError, request_id: str) -> web.Response:
         "request_id": request_id,
     }
     headers = error.headers()
-    if error.cache_status is not None:
-        headers["Cache-Status"] = error.cache_status
+    if error.outcome is not None:
+        headers["Cache-Status"] = cache_status(error.outcome)
     return web.Response(
         status=error.status, body=orjson.dumps(body), content_type=PROBLEM_TYPE, headers=headers
     )
@@ -131,7 +132,7 @@ def route_template(request: web.Request) -> str:
     resource = route.resource
     if resource is None or isinstance(request.match_info.http_exception, web.HTTPException):
         return "unmatched"
-    return resource.canonical.replace("{id:.+}", "{id}")
+    return _PATTERN.sub(r"{\1}", resource.canonical)
 
 
 def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
@@ -157,6 +158,8 @@ def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
                 response = await handler(request)
             except GatewayError as error:
                 request[ERROR_KEY] = error.slug
+                if error.outcome is not None:
+                    note(request, error.outcome)
                 response = problem(error, request_id)
             except web.HTTPException as exc:
                 response = problem(_from_http(exc), request_id)
@@ -167,6 +170,11 @@ def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
             duration = time.perf_counter() - started
             metrics.http_requests.labels(route, request.method, str(response.status)).inc()
             metrics.http_duration.labels(route).observe(duration)
+            result = request.get(RESULT_KEY)
+            if result is not None:
+                metrics.cache_lookups.labels(route, result).inc()
+            if request.get(COLLAPSED_KEY):
+                metrics.coalesced.labels(route).inc()
             access_log.info(
                 "request",
                 extra={
