@@ -179,6 +179,8 @@ async def test_sorting(make_sim: MakeSim, field: str, order: str) -> None:
         "sort_order=up",
         "limit=10",
         "take=1&take=2",
+        "take",  # no "=": not a query field
+        "take=%FF",  # not UTF-8
     ],
 )
 async def test_bad_parameters_are_400(make_sim: MakeSim, query: str) -> None:

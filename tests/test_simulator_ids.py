@@ -133,6 +133,7 @@ async def test_other_valid_encodings_of_one_id_are_the_same_site(
         ("/rest/v1/sites/", 404),
         ("/rest/v1/sites/%2E%2E/x", 404),
         ("/rest/v1/sites/%FF", 404),  # not UTF-8: no id can be that
+        ("/rest/v1/%73ites/a", 404),  # the router decodes %73; the raw prefix is not /sites/
         ("/rest/v1/sites/%zz", 400),
         ("/rest/v1/sites/100%", 400),
         ("/rest/v1/sites/%2E%2E", 200),
