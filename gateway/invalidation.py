@@ -89,20 +89,31 @@ class Invalidations:
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(*self._channels)
-                self._subscribed = True
-                self._heard = self._clock()
-                self.generation += 1
+                self._connected()
+                # redis-py reconnects a pub/sub connection by itself (and subscribes again):
+                # messages sent meanwhile are lost, so every reconnect is a new generation.
+                pubsub.connection.register_connect_callback(self._reconnected)
                 delay = 0.05
                 await self._listen(pubsub)
             except (RedisError, OSError, TimeoutError, CacheUnavailable) as exc:
                 if self._subscribed:
                     log.warning("invalidation channel lost", extra={"error": type(exc).__name__})
+            except Exception:  # never let the listener die: the tier would be trusted blindly
+                log.exception("invalidation listener failed; reconnecting")
             finally:
                 self._subscribed = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(RETRY_MAX, delay * 2)
+
+    def _reconnected(self, connection: object) -> None:
+        self._connected()
+
+    def _connected(self) -> None:
+        self._subscribed = True
+        self._heard = self._clock()
+        self.generation += 1
 
     async def _listen(self, pubsub: Any) -> None:
         last_ping = 0.0
