@@ -23,9 +23,11 @@ from .cache import Cache
 from .errors import CacheUnavailable
 from .fills import Filler
 from .fleet import Cursors
+from .lifecycle import DRAIN, Drain
 from .locks import Coordinator, LocalCoordinator, RedisCoordinator
 from .metrics import Metrics
-from .middleware import Auth, ClientQuota, make_middleware
+from .middleware import AUTH, Auth, make_middleware
+from .quota import ClientAddress, ClientQuota
 from .routes import add_routes
 from .service import SiteService
 from .settings import Settings
@@ -57,12 +59,19 @@ class RedisHealth:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
     metrics = metrics or Metrics()
     auth = Auth(settings.client_tokens, settings.admin_token)
-    app = web.Application(
-        middlewares=[make_middleware(metrics, auth, ClientQuota(settings.client_rps))],
-        handler_args={"max_field_size": 8190},
+    drain = Drain()
+    edge = make_middleware(
+        metrics,
+        auth,
+        ClientQuota(settings.client_rps),
+        client_address=ClientAddress(settings.trusted_proxies),
+        drain=drain,
     )
+    app = web.Application(middlewares=[edge])
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[AUTH] = auth
+    app[DRAIN] = drain
     app[CURSORS] = Cursors(settings.api_secret.reveal().encode())
     app.cleanup_ctx.append(_resources)
     add_routes(app, with_metrics=settings.metrics_port is None)
@@ -141,7 +150,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         refresh_ahead=settings.refresh_ahead,
     )
     app[SERVICE] = service
-    draining = {"value": False}
+    drain = app[DRAIN]
 
     async def readiness() -> dict[str, Any]:
         redis_state = "absent"
@@ -152,7 +161,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             except CacheUnavailable:
                 redis_state = "down"
         report: dict[str, Any] = {
-            "ready": not draining["value"],
+            "ready": not drain.active,
             "cache": "redis" if redis is not None else "memory",
             "redis": redis_state,
             "upstream": {"circuit": circuit.state, "available": shield.available()},
@@ -163,13 +172,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[READINESS] = readiness
 
     async def on_shutdown(_: web.Application) -> None:
-        draining["value"] = True
+        drain.begin()
 
     app.on_shutdown.append(on_shutdown)
     try:
         yield
     finally:
-        draining["value"] = True
+        drain.begin()
         await service.close()
         await session.close()
         await store.close()

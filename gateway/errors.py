@@ -7,6 +7,7 @@
     ├── NotFound                  404  unknown site or connector, disabled admin
     ├── MethodNotAllowed          405  with Allow
     ├── TooManyRequests           429  a client over its quota, with Retry-After
+    ├── HeaderFieldsTooLarge      431  a request head with a header field too long, or too many
     └── UpstreamError             502  upstream answered unusably
         ├── BadUpstreamPayload    502  non-JSON or the wrong shape
         ├── UpstreamUnavailable   503  holding back: pause, open circuit, budget spent
@@ -74,6 +75,10 @@ class MethodNotAllowed(GatewayError):
 
 class TooManyRequests(GatewayError):
     status, title, slug = 429, "Too Many Requests", "client-quota"
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status, title, slug = 431, "Request Header Fields Too Large", "header-fields-too-large"
 
 
 class UpstreamError(GatewayError):

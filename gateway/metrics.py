@@ -150,6 +150,19 @@ class Metrics:
             ["scope"],
             registry=reg,
         )
+        self.http_connections = Gauge(
+            "gateway_http_connections",
+            "Open client connections",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.http_connections_closed = Counter(
+            "gateway_http_connections_closed_total",
+            "Client connections the gateway closed: over the connection limit (limit), no "
+            "complete request head in time (header_timeout), unparsable request (malformed)",
+            ["reason"],
+            registry=reg,
+        )
 
         # Series alerts rely on exist from the start (at 0), so `increase()` sees the first one.
         for endpoint in ("/sites", "/sites/{id}"):
