@@ -33,6 +33,7 @@ from gateway.server import (
 )
 from gateway.settings import Secret
 from tests.conftest import GatewayFactory, Simulator, eventually, metric_value, settings_for
+from tests.rawhttp import close, closed_within, parse_response, read_response
 
 PROBLEM = "application/problem+json"
 
@@ -96,30 +97,6 @@ def log_stream() -> Iterator[io.StringIO]:
     logs.configure("INFO")
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.x response with a Content-Length body."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(status_line.split()[1]), headers, body
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
-
-
-async def _closed_within(reader: asyncio.StreamReader, timeout: float) -> bytes:
-    """Everything the server sends until it closes; fails if it stays open `timeout`."""
-    return await asyncio.wait_for(reader.read(), timeout)
-
-
 # --- slow clients -------------------------------------------------------------------------
 
 
@@ -181,7 +158,7 @@ async def test_slowloris_is_closed_and_does_not_starve_a_legitimate_client(
 
     await asyncio.gather(trickle(), legitimate())
     await asyncio.wait_for(asyncio.gather(*watchers), 10)
-    await asyncio.gather(*(_close(writer) for _, writer in slow))
+    await asyncio.gather(*(close(writer) for _, writer in slow))
 
     assert len(statuses) >= 10 and set(statuses) == {200}
     assert max(latencies) < 2.0, f"a legitimate request waited {max(latencies):.2f} s"
@@ -205,15 +182,15 @@ async def test_header_timeout_between_keep_alive_requests(start_edge: StartEdge)
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     request = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
     writer.write(request)
-    assert (await _read_response(reader))[0] == 200
+    assert (await read_response(reader))[0] == 200
     await asyncio.sleep(1.0)  # idle past the header timeout: only the keep-alive one applies
     writer.write(request)
-    assert (await _read_response(reader))[0] == 200
+    assert (await read_response(reader))[0] == 200
     writer.write(b"GET /healthz HTTP/1.1\r\nHo")  # a new request starts, and stalls
     started = asyncio.get_running_loop().time()
-    assert await _closed_within(reader, 5) == b""
+    assert await closed_within(reader, 5) == b""
     assert asyncio.get_running_loop().time() - started >= 0.4
-    await _close(writer)
+    await close(writer)
     assert edge.closed("header_timeout") == 1
 
 
@@ -222,8 +199,8 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeou
 ) -> None:
     edge = await start_edge(header_timeout=0.5, keepalive_timeout=30)
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
-    assert await _closed_within(reader, 5) == b""
-    await _close(writer)
+    assert await closed_within(reader, 5) == b""
+    await close(writer)
     assert edge.closed("header_timeout") == 1
 
 
@@ -232,13 +209,13 @@ async def test_idle_keep_alive_connections_are_closed(start_edge: StartEdge) -> 
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     request = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
     writer.write(request)
-    assert (await _read_response(reader))[0] == 200
+    assert (await read_response(reader))[0] == 200
     writer.write(request)  # within the timeout the connection is reused
-    assert (await _read_response(reader))[0] == 200
+    assert (await read_response(reader))[0] == 200
     started = asyncio.get_running_loop().time()
-    assert await _closed_within(reader, 5) == b""
+    assert await closed_within(reader, 5) == b""
     assert asyncio.get_running_loop().time() - started >= 0.4
-    await _close(writer)
+    await close(writer)
     assert edge.closed("header_timeout") == 0
     await eventually(_no_connections(edge))
 
@@ -260,8 +237,8 @@ async def test_connections_past_the_bound_are_closed_at_once(
         reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
         with contextlib.suppress(ConnectionResetError):
-            assert await _closed_within(reader, 2) == b""
-        await _close(writer)
+            assert await closed_within(reader, 2) == b""
+        await close(writer)
     assert edge.server.open_connections == 5
     assert edge.closed("limit") == 3
     limit_lines = [
@@ -269,7 +246,7 @@ async def test_connections_past_the_bound_are_closed_at_once(
     ]
     assert len(limit_lines) == 1  # one line per interval, not one per connection
 
-    await _close(held.pop()[1])
+    await close(held.pop()[1])
 
     async def four_open() -> bool:
         return edge.server.open_connections == 4
@@ -277,9 +254,9 @@ async def test_connections_past_the_bound_are_closed_at_once(
     await eventually(four_open)
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
-    assert (await _read_response(reader))[0] == 200
-    await _close(writer)
-    await asyncio.gather(*(_close(other) for _, other in held))
+    assert (await read_response(reader))[0] == 200
+    await close(writer)
+    await asyncio.gather(*(close(other) for _, other in held))
 
 
 def test_the_connection_bound_leaves_file_descriptors_for_the_rest() -> None:
@@ -346,13 +323,13 @@ async def test_malformed_requests_get_a_quiet_problem_answer(
         reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
         writer.write(data)
         try:
-            raw = await _closed_within(reader, 5)
+            raw = await closed_within(reader, 5)
         except ConnectionResetError:
             raw = b""  # closed is an acceptable answer too
-        await _close(writer)
+        await close(writer)
         if not raw:
             continue
-        status, headers, body = await _read_response(_reader_of(raw))
+        status, headers, body = await parse_response(raw)
         assert status == expected, name
         assert headers["content-type"] == PROBLEM, name
         assert headers["connection"].lower() == "close", name
@@ -378,26 +355,19 @@ async def test_malformed_requests_get_a_quiet_problem_answer(
     assert edge.closed("malformed") == len(kinds)
 
 
-def _reader_of(raw: bytes) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(raw)
-    reader.feed_eof()
-    return reader
-
-
 async def test_a_parse_error_after_a_good_request_on_the_same_connection(
     start_edge: StartEdge, log_stream: io.StringIO
 ) -> None:
     edge = await start_edge()
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     writer.write(b"GET /healthz HTTP/1.1\r\n" + HOST + b"\r\n")
-    status, _, _ = await _read_response(reader)
+    status, _, _ = await read_response(reader)
     assert status == 200
     writer.write(b"NONSENSE\r\n\r\n")
-    status, headers, _ = await _read_response(reader)
+    status, headers, _ = await read_response(reader)
     assert status == 400 and headers["content-type"] == PROBLEM
-    assert await _closed_within(reader, 5) == b""
-    await _close(writer)
+    assert await closed_within(reader, 5) == b""
+    await close(writer)
 
 
 async def test_a_body_that_cannot_be_decoded_is_one_quiet_line(
@@ -406,10 +376,10 @@ async def test_a_body_that_cannot_be_decoded_is_one_quiet_line(
     edge = await start_edge()
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
     writer.write(PURGE + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello")
-    status, _, _ = await _read_response(reader)
+    status, _, _ = await read_response(reader)
     assert status == 404  # admin endpoints are off; the body is drained after the answer
-    assert await _closed_within(reader, 5) == b""
-    await _close(writer)
+    assert await closed_within(reader, 5) == b""
+    await close(writer)
     text = log_stream.getvalue()
     assert "Traceback" not in text and '"level":"error"' not in text
     assert not [record for record in caplog.records if record.exc_info]
