@@ -8,6 +8,7 @@
     ├── MethodNotAllowed          405  with Allow
     ├── TooManyRequests           429  a client over its quota, with Retry-After
     ├── HeaderFieldsTooLarge      431  a request head with a header field too long, or too many
+    ├── ClientClosedRequest       499  the client left before the answer (logged, never sent)
     └── UpstreamError             502  upstream answered unusably
         ├── BadUpstreamPayload    502  non-JSON or the wrong shape
         ├── UpstreamUnavailable   503  holding back: pause, open circuit, budget spent
@@ -79,6 +80,10 @@ class TooManyRequests(GatewayError):
 
 class HeaderFieldsTooLarge(GatewayError):
     status, title, slug = 431, "Request Header Fields Too Large", "header-fields-too-large"
+
+
+class ClientClosedRequest(GatewayError):
+    status, title, slug = 499, "Client Closed Request", "client-closed"
 
 
 class UpstreamError(GatewayError):

@@ -23,8 +23,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import (
+    BadRequest,
+    ClientClosedRequest,
     Forbidden,
     GatewayError,
     MethodNotAllowed,
@@ -42,6 +46,7 @@ access_log = logging.getLogger("gateway.access")
 log = logging.getLogger("gateway.http")
 
 PROBLEM_TYPE = "application/problem+json"
+UNREADABLE_BODY = "the request body is malformed or cannot be decoded"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 RESULT_KEY = web.RequestKey("cache_result", str)
@@ -165,9 +170,18 @@ def make_middleware(
                 response = problem(error, request_id)
             except web.HTTPException as exc:
                 response = problem(_from_http(exc), request_id)
-            except Exception:
-                log.exception("unhandled error", extra={"route": route})
-                response = problem(GatewayError("the gateway failed; see its logs"), request_id)
+            except (RequestPayloadError, HttpProcessingError):
+                # The body could not be read (framing, encoding): the client's mistake; the
+                # edge server logs it once.
+                request[ERROR_KEY] = "bad-request"
+                response = problem(BadRequest(UNREADABLE_BODY), request_id)
+            except Exception as exc:
+                if isinstance(exc, ConnectionError) and _client_gone(request):
+                    request[ERROR_KEY] = "client-closed"  # nobody is left to answer
+                    response = problem(ClientClosedRequest("the client went away"), request_id)
+                else:
+                    log.exception("unhandled error", extra={"route": route})
+                    response = problem(GatewayError("the gateway failed; see its logs"), request_id)
             response.headers["X-Request-ID"] = request_id
             if drain.active:
                 response.force_close()  # go to a replica that is not shutting down
@@ -193,6 +207,11 @@ def make_middleware(
             upstream_outcomes_var.reset(outcomes_token)
 
     return edge
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _from_http(exc: web.HTTPException) -> GatewayError:

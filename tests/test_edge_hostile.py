@@ -370,20 +370,71 @@ async def test_a_parse_error_after_a_good_request_on_the_same_connection(
     await close(writer)
 
 
+ADMIN = b"Authorization: Bearer adm-token-1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("admin", "status"), [(True, 400), (False, 404)], ids=["read-by-handler", "drained-after"]
+)
 async def test_a_body_that_cannot_be_decoded_is_one_quiet_line(
-    start_edge: StartEdge, log_stream: io.StringIO, caplog: pytest.LogCaptureFixture
+    start_edge: StartEdge,
+    log_stream: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+    admin: bool,
+    status: int,
 ) -> None:
-    edge = await start_edge()
+    edge = await start_edge(admin_token=Secret("adm-token-1") if admin else None)
     reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
-    writer.write(PURGE + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello")
-    status, _, _ = await read_response(reader)
-    assert status == 404  # admin endpoints are off; the body is drained after the answer
+    writer.write(PURGE + (ADMIN if admin else b"") + b"Content-Encoding: gzip\r\n"
+                 b"Content-Length: 5\r\n\r\nhello")  # fmt: skip
+    answer, headers, _ = await read_response(reader)
+    assert answer == status and headers["content-type"] == PROBLEM
     assert await closed_within(reader, 5) == b""
     await close(writer)
+    _assert_one_quiet_line(log_stream.getvalue(), caplog, "malformed request body")
+
+
+def _assert_one_quiet_line(text: str, caplog: pytest.LogCaptureFixture, message: str) -> None:
+    assert "Traceback" not in text and '"level":"error"' not in text
+    assert not [record for record in caplog.records if record.exc_info]
+    assert sum(f'"msg":"{message}"' in line for line in text.splitlines()) == 1
+
+
+async def test_bad_chunking_inside_a_body_being_read_is_answered_at_once(
+    start_edge: StartEdge, log_stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = await start_edge(admin_token=Secret("adm-token-1"), header_timeout=30)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(PURGE + ADMIN + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n")
+    await asyncio.sleep(0.2)  # the handler is reading the body now
+    writer.write(b"ZZ\r\n\r\n")
+    status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+    assert status == 400 and headers["content-type"] == PROBLEM
+    assert orjson.loads(body)["detail"] == "the request body is malformed or cannot be decoded"
+    assert await closed_within(reader, 5) == b""
+    await close(writer)
+    _assert_one_quiet_line(log_stream.getvalue(), caplog, "malformed request body")
+
+
+async def test_a_body_must_follow_its_head_in_time(
+    start_edge: StartEdge, log_stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    edge = await start_edge(admin_token=Secret("adm-token-1"), header_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(PURGE + ADMIN + b"Content-Length: 2\r\n\r\n{")
+    await asyncio.sleep(0.2)
+    writer.write(b"}")  # in time, in two parts: fine
+    assert (await read_response(reader))[0] == 200
+    writer.write(PURGE + ADMIN + b"Content-Length: 50\r\n\r\n{")  # and the rest never comes
+    assert await closed_within(reader, 5) == b""
+    await close(writer)
+    assert edge.closed("body_timeout") == 1
     text = log_stream.getvalue()
     assert "Traceback" not in text and '"level":"error"' not in text
     assert not [record for record in caplog.records if record.exc_info]
-    assert sum("malformed request body" in line for line in text.splitlines()) == 1
+    access = [orjson.loads(line) for line in text.splitlines() if "gateway.access" in line]
+    assert [line["status"] for line in access] == [200, 499]
+    assert access[1]["error"] == "client-closed"
 
 
 async def test_the_aiohttp_internals_the_edge_relies_on_are_there() -> None:
