@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -49,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until the handlers are in place a SIGHUP (a token rotation) must not kill a starting
+    # process; workers inherit the disposition and replace it with their handler.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = parse_args(argv)
     try:
         settings = Settings.from_env(os.environ, demo=args.demo)
@@ -131,8 +135,9 @@ async def serve(settings: Settings) -> int:
             had_clients=bool(settings.client_tokens),
         )
         name = await until_stop_signal(app[DRAIN], reload_tokens)
-        log.info("draining", extra={"signal": name, "delay": settings.shutdown_delay})
-        await asyncio.sleep(settings.shutdown_delay)
+        delay = _shutdown_delay(settings, os.environ)
+        log.info("draining", extra={"signal": name, "delay": delay})
+        await asyncio.sleep(delay)
         log.info("stopping: no new connections, finishing requests in flight")
     finally:
         # Gateway first (stop accepting, finish in-flight requests, close Redis and
@@ -141,6 +146,13 @@ async def serve(settings: Settings) -> int:
             await started.cleanup()
     log.info("stopped")
     return 0
+
+
+def _shutdown_delay(settings: Settings, env: Mapping[str, str]) -> float:
+    """The demo has no load balancer to wait for, unless the delay is set explicitly."""
+    if settings.demo and "GATEWAY_SHUTDOWN_DELAY" not in env:
+        return 0.0
+    return settings.shutdown_delay
 
 
 def _token_applier(auth: Auth, settings: Settings) -> ApplyTokens:

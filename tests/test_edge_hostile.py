@@ -10,6 +10,7 @@ import dataclasses
 import inspect
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +33,15 @@ from gateway.server import (
     raise_file_limit,
 )
 from gateway.settings import Secret
-from tests.conftest import GatewayFactory, Simulator, eventually, metric_value, settings_for
+from tests.conftest import (
+    GatewayFactory,
+    Simulator,
+    eventually,
+    free_port,
+    metric_value,
+    settings_for,
+)
+from tests.processes import clean_env, running
 from tests.rawhttp import close, closed_within, parse_response, read_response
 
 PROBLEM = "application/problem+json"
@@ -585,3 +594,41 @@ async def test_access_line_names_the_client(
     lines = [orjson.loads(line) for line in log_stream.getvalue().splitlines()]
     access = [line for line in lines if line["logger"] == "gateway.access"]
     assert [line["client"] for line in access] == ["-", "127.0.0.1"]
+
+
+# --- the same in the real process (uvloop, the runner `python -m gateway` builds) -------
+
+
+async def test_the_edge_of_the_real_process(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(CHARGEPILOT_BASE_URL="http://127.0.0.1:9/rest/v1",
+                    CHARGEPILOT_API_KEY="k", CHARGEPILOT_API_SECRET="s",
+                    GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port),
+                    GATEWAY_HEADER_TIMEOUT="2", GATEWAY_MAX_CONNECTIONS="3")  # fmt: skip
+    log_path = tmp_path / "gateway.log"
+    loop = asyncio.get_running_loop()
+    with running(["gateway"], env, log_path, ports=(port,)):
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        started = loop.time()
+        for _, writer in stalled:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHo")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        with contextlib.suppress(ConnectionResetError):
+            assert await closed_within(reader, 5) == b""
+        assert loop.time() - started < 1.5  # at once: not by the header timeout
+        await close(writer)
+        for stalled_reader, _ in stalled:
+            assert await closed_within(stalled_reader, 10) == b""
+        assert loop.time() - started >= 2
+        await asyncio.gather(*(close(writer) for _, writer in stalled))
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 9000 + b"\r\n\r\n")
+        status, headers, _ = await read_response(reader)
+        assert status == 431 and headers["content-type"] == PROBLEM
+        await close(writer)
+    lines = [orjson.loads(line) for line in log_path.read_text().splitlines()]
+    limit = next(line for line in lines if line["msg"] == "file limit")
+    assert limit["max_connections"] == 3 and limit["soft_limit"] == limit["hard_limit"]
+    assert [line["status"] for line in lines if line["msg"] == "malformed request"] == [431]
+    assert not [line for line in lines if "exception" in line or line["level"] == "error"]
