@@ -8,7 +8,7 @@ own `GatewayError`s, aiohttp's router 404/405, and anything unexpected — into 
 the HTTP metrics under the route *template*.  While the process drains (after SIGTERM)
 every response closes its connection, so clients reconnect to a replica that stays.
 `Auth` holds the tokens; SIGHUP swaps them in place (`Auth.replace`).
-Requests aiohttp cannot parse never get here: `server.py` answers them.
+Requests aiohttp cannot parse never get here: `connection.py` answers them.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def make_middleware(
                 response = problem(_from_http(exc), request_id)
             except (RequestPayloadError, HttpProcessingError):
                 # The body could not be read (framing, encoding): the client's mistake; the
-                # edge server logs it once.
+                # connection handler logs it once.
                 request[ERROR_KEY] = "bad-request"
                 response = problem(BadRequest(UNREADABLE_BODY), request_id)
             except Exception as exc:
