@@ -33,9 +33,11 @@ from .errors import CacheUnavailable
 from .fills import Filler, SiteAges
 from .invalidation import Invalidations
 from .keys import Keys
+from .lifecycle import DRAIN, Drain
 from .locks import Coordinator, LocalCoordinator, RedisCoordinator
 from .metrics import Metrics
-from .middleware import Auth, ClientQuota, make_middleware
+from .middleware import AUTH, Auth, make_middleware
+from .quota import ClientAddress, ClientQuota
 from .routes import add_routes
 from .service import SiteService
 from .settings import Settings
@@ -68,12 +70,19 @@ class RedisHealth:
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
     metrics = metrics or Metrics(account_label=settings.multi_account)
     auth = Auth(settings.client_tokens, settings.admin_token)
-    app = web.Application(
-        middlewares=[make_middleware(metrics, auth, ClientQuota(settings.client_rps))],
-        handler_args={"max_field_size": 8190},
+    drain = Drain()
+    edge = make_middleware(
+        metrics,
+        auth,
+        ClientQuota(settings.client_rps),
+        client_address=ClientAddress(settings.trusted_proxies),
+        drain=drain,
     )
+    app = web.Application(middlewares=[edge])
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[AUTH] = auth
+    app[DRAIN] = drain
     app.cleanup_ctx.append(_resources)
     add_routes(app, with_metrics=settings.metrics_port is None)
     return app
@@ -175,7 +184,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[SERVICE] = service
     app[CURSORS] = Cursors(await _cursor_key(settings, redis, keys))
     listener = asyncio.create_task(invalidations.run()) if invalidations is not None else None
-    draining = {"value": False}
+    drain = app[DRAIN]
 
     async def readiness() -> dict[str, Any]:
         redis_state = "absent"
@@ -186,7 +195,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             except CacheUnavailable:
                 redis_state = "down"
         report: dict[str, Any] = {
-            "ready": not draining["value"],
+            "ready": not drain.active,
             "cache": "redis" if redis is not None else "memory",
             "redis": redis_state,
             "upstream": {"circuit": circuit.state, "available": shield.available()},
@@ -197,13 +206,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[READINESS] = readiness
 
     async def on_shutdown(_: web.Application) -> None:
-        draining["value"] = True
+        drain.begin()
 
     app.on_shutdown.append(on_shutdown)
     try:
         yield
     finally:
-        draining["value"] = True
+        drain.begin()
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

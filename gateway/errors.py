@@ -9,6 +9,8 @@
     ├── Conflict                  409  an id listed by several accounts
     ├── TooManyRequests           429  a client over its quota, with Retry-After
     ├── StoreUnavailable          503  an admin action needs Redis and Redis does not answer
+    ├── HeaderFieldsTooLarge      431  a request head with a header field too long, or too many
+    ├── ClientClosedRequest       499  the client left before the answer (logged, never sent)
     └── UpstreamError             502  upstream answered unusably
         ├── BadUpstreamPayload    502  non-JSON or the wrong shape
         ├── UpstreamUnavailable   503  holding back: pause, open circuit, budget spent
@@ -89,6 +91,14 @@ class StoreUnavailable(GatewayError):
 
 class TooManyRequests(GatewayError):
     status, title, slug = 429, "Too Many Requests", "client-quota"
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status, title, slug = 431, "Request Header Fields Too Large", "header-fields-too-large"
+
+
+class ClientClosedRequest(GatewayError):
+    status, title, slug = 499, "Client Closed Request", "client-closed"
 
 
 class UpstreamError(GatewayError):

@@ -160,6 +160,19 @@ class Metrics:
             ["scope"],
             registry=reg,
         )
+        self.http_connections = Gauge(
+            "gateway_http_connections",
+            "Open client connections",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.http_connections_closed = Counter(
+            "gateway_http_connections_closed_total",
+            "Client connections the gateway closed: over the connection limit (limit), no "
+            "complete request head in time (header_timeout), unparsable request (malformed)",
+            ["reason"],
+            registry=reg,
+        )
 
         self.build_info = Gauge(
             "gateway_build_info",

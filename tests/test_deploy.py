@@ -28,8 +28,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from gateway import __version__
-from gateway.__main__ import SHUTDOWN_TIMEOUT
-from gateway.settings import DEFAULT_PORT, ENVIRONMENT_VARIABLES
+from gateway.settings import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_PORT,
+    DEFAULT_SHUTDOWN_DELAY,
+    ENVIRONMENT_VARIABLES,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -51,12 +55,10 @@ IMAGE_TARGETS = [
 # An old and the newest Kubernetes the validator knows.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 
-# The gateway's settings, prometheus-client's multiprocess directory, the standard OTel
-# variables the CONTRACT's tracing reads, and GATEWAY_SHUTDOWN_DELAY (in the CONTRACT;
-# settings.py does not list it yet).
+# The gateway's settings, prometheus-client's multiprocess directory, and the standard OTel
+# variables the SDK reads beside the endpoint the gateway checks.
 GATEWAY_SETTINGS = frozenset(ENVIRONMENT_VARIABLES) | {
-    "PROMETHEUS_MULTIPROC_DIR", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME",
-    "GATEWAY_SHUTDOWN_DELAY",
+    "PROMETHEUS_MULTIPROC_DIR", "OTEL_SERVICE_NAME",
 }  # fmt: skip
 SECRET_SETTINGS = frozenset({
     "CHARGEPILOT_API_KEY", "CHARGEPILOT_API_SECRET", "GATEWAY_CLIENT_TOKENS", "GATEWAY_ADMIN_TOKEN",
@@ -383,8 +385,9 @@ def test_deployment_scales_with_the_hpa_drains_in_its_grace_period_and_probes() 
     assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert hpa["minReplicas"] > k8s_object("PodDisruptionBudget")["spec"]["minAvailable"] >= 2
     config = k8s_object("ConfigMap")["data"]
-    delay = float(config["GATEWAY_SHUTDOWN_DELAY"])
-    assert pod["terminationGracePeriodSeconds"] > delay + SHUTDOWN_TIMEOUT
+    delay = float(config.get("GATEWAY_SHUTDOWN_DELAY", DEFAULT_SHUTDOWN_DELAY))
+    drain = float(config.get("GATEWAY_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT))
+    assert pod["terminationGracePeriodSeconds"] > delay + drain
     (container,) = pod["containers"]
     assert "lifecycle" not in container, "the gateway delays its own shutdown; no preStop"
     ports = {"http": int(config["GATEWAY_PORT"]), "metrics": int(config["GATEWAY_METRICS_PORT"])}
