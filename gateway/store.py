@@ -161,7 +161,9 @@ class RedisStore:
         async def unlink() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in doomed:
-                    pipe.unlink(key)
+                    # Not `pipe.unlink(key)`: on redis-py's asyncio ClusterPipeline that is a
+                    # coroutine function, so the command would never be queued.
+                    pipe.execute_command("UNLINK", key)
                 await pipe.execute()
 
         await self.call("delete", unlink)
