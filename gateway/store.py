@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -191,6 +191,21 @@ class RedisStore:
         await self.client.aclose()
 
 
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """redis-py's Sentinel pool, bounded: it waits for a free connection (`timeout`)
+    instead of opening one more for every concurrent command."""
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The master that the sentinels name; closing it also closes the connections to the
+    sentinels (redis-py's own `aclose()` leaves them open, and they leak)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
+
+
 def redis_client(url: str, *, timeout: float) -> Any:
     """A redis.asyncio client for redis://, rediss://, unix://, redis+sentinel://, redis+cluster://.
 
@@ -220,10 +235,15 @@ def redis_client(url: str, *, timeout: float) -> Any:
         password = unquote(parts.password) if parts.password else None
         ssl = scheme.startswith("rediss")
         options = parse_qs(parts.query)
+        # Finding the master asks the sentinels one after another, within one call's
+        # budget: a sentinel gets half of it and no retry (redis-py retries 3 times by
+        # default), so one hung sentinel can't use it all up.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts,
             sentinel_kwargs={
-                "socket_timeout": timeout,
+                "socket_timeout": timeout / 2,
+                "socket_connect_timeout": timeout / 2,
+                "retry": Retry(NoBackoff(), 0),
                 "password": options.get("sentinel_password", [None])[0],
             },
             ssl=ssl,
@@ -231,7 +251,14 @@ def redis_client(url: str, *, timeout: float) -> Any:
             db=db,
             **common,
         )
-        return sentinel.master_for(service)
+        # Bounded like the plain pool below; here each new connection also asks a sentinel.
+        return sentinel.master_for(
+            service,
+            redis_class=_SentinelMaster,
+            connection_pool_class=_BlockingSentinelPool,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout,
+        )
     # A bounded pool that queues (for at most the timeout) instead of opening a new
     # connection per concurrent command: a burst of requests must not become a burst of
     # connects against Redis.
