@@ -14,7 +14,6 @@ Wiring (one account):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -215,8 +214,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         drain.begin()
         if listener is not None:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await asyncio.wait([listener], timeout=2)  # a shutdown never waits on Redis
         await service.close()
         await session.close()
         if redis is not None:

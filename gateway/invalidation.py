@@ -85,7 +85,8 @@ class Invalidations:
         """Subscribe, listen and ping until cancelled; reconnect after every failure."""
         delay = 0.05
         client = pubsub_client(self._store.client)
-        while True:
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():  # redis-py may swallow a cancellation
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(*self._channels)
@@ -104,6 +105,8 @@ class Invalidations:
                 self._subscribed = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+            if task is not None and task.cancelling():
+                break
             await asyncio.sleep(delay)
             delay = min(RETRY_MAX, delay * 2)
 

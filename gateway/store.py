@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -131,7 +131,9 @@ class RedisStore:
             async def unlink(chunk: Sequence[str] = chunk) -> None:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for key in chunk:
-                        pipe.unlink(key)
+                        # Not `pipe.unlink(key)`: on redis-py's asyncio ClusterPipeline that
+                        # is a coroutine function, so the command would never be queued.
+                        pipe.execute_command("UNLINK", key)
                     await pipe.execute()
 
             await self.call("delete", unlink)
@@ -158,6 +160,21 @@ class RedisStore:
 def _glob(prefix: str) -> str:
     """`prefix*` as a SCAN pattern, with the glob's special characters escaped."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in prefix) + "*"
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """redis-py's Sentinel pool, bounded: it waits for a free connection (`timeout`)
+    instead of opening one more for every concurrent command."""
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The master that the sentinels name; closing it also closes the connections to the
+    sentinels (redis-py's own `aclose()` leaves them open, and they leak)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
 
 
 def redis_client(url: str, *, timeout: float) -> Any:
@@ -189,10 +206,15 @@ def redis_client(url: str, *, timeout: float) -> Any:
         password = unquote(parts.password) if parts.password else None
         ssl = scheme.startswith("rediss")
         options = parse_qs(parts.query)
+        # Finding the master asks the sentinels one after another, within one call's
+        # budget: a sentinel gets half of it and no retry (redis-py retries 3 times by
+        # default), so one hung sentinel can't use it all up.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             hosts,
             sentinel_kwargs={
-                "socket_timeout": timeout,
+                "socket_timeout": timeout / 2,
+                "socket_connect_timeout": timeout / 2,
+                "retry": Retry(NoBackoff(), 0),
                 "password": options.get("sentinel_password", [None])[0],
             },
             ssl=ssl,
@@ -200,7 +222,14 @@ def redis_client(url: str, *, timeout: float) -> Any:
             db=db,
             **common,
         )
-        return sentinel.master_for(service)
+        # Bounded like the plain pool below; here each new connection also asks a sentinel.
+        return sentinel.master_for(
+            service,
+            redis_class=_SentinelMaster,
+            connection_pool_class=_BlockingSentinelPool,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT,
+        )
     # A bounded pool that queues instead of opening a connection per concurrent command: a
     # burst of requests must not become a burst of connects against Redis, and a queue is
     # not an outage (POOL_WAIT, not the command timeout, bounds the wait).
