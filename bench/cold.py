@@ -123,7 +123,7 @@ def miss_rows(procs: Processes, plan: Plan) -> list[Row]:
     row.details = {"misses": len(misses), "not_misses": len(through) - len(misses),
                    "added_p50_ms": round(added["p50"], 3),
                    "added_p99_ms": round(added["p99"], 3)}  # fmt: skip
-    row.ratio = f"+{added['p50']:.2f} ms p50, +{added['p99']:.2f} ms p99"
+    row.ratio = f"{added['p50']:+.2f} ms p50, {added['p99']:+.2f} ms p99"
     row.notes = f"{len(misses)} of {len(through)} answers were misses"
     upstream_row.notes = f"concurrency {plan.miss_concurrency}"
     return [upstream_row, row]

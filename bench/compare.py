@@ -38,7 +38,7 @@ from hits import hit_rows
 from hotspots import markdown, profile
 from loadgen import run_seconds
 from model import QUICK, Plan, Row, add_ratios, markdown_table, text_table
-from procs import Cpus, Processes, terminate_as_exit
+from procs import Cpus, Processes, stop_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"wrk": "wrk", "nginx": "nginx-light", "redis-server": "redis-server"}
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_tools(args)
     plan = make_plan(args)
-    terminate_as_exit()
+    stop_on_signals()
     signal.signal(signal.SIGALRM, _deadline)
     signal.alarm(max(1, int(args.deadline)))
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 rows = run_rows(procs, plan, args.parts)
     except BaseException:
-        print(f"bench: failed; the processes' logs are kept in {workdir}", file=sys.stderr)
+        print(f"bench: stopped early; the processes' logs are in {workdir}", file=sys.stderr)
         raise
     finally:
         signal.alarm(0)

@@ -14,7 +14,7 @@ import statistics
 
 from loadgen import Load, run_load
 from model import SITE_PATH, Plan, Row
-from procs import Processes
+from procs import Processes, tree_cpu_seconds
 from services import (
     MEASURING_ENV,
     cache_lookups,
@@ -37,23 +37,33 @@ def warm(url: str, plan: Plan, cpus: str | None) -> None:
     run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.warmup, cpus=cpus)
 
 
-def measure(url: str, plan: Plan, cpus: str | None) -> tuple[Load, list[float]]:
-    """`plan.rounds` runs; the median run (by req/s) and every run's req/s."""
+def measure(
+    url: str, plan: Plan, cpus: str | None, server_pids: list[int]
+) -> tuple[Load, list[float], float]:
+    """`plan.rounds` runs; the median run (by req/s), every run's req/s, and the CPU time
+    the server's processes spent per request over all runs (microseconds)."""
+    cpu_before = tree_cpu_seconds(server_pids)
     runs = []
     for _ in range(plan.rounds):
         load = run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.seconds,
                         cpus=cpus)  # fmt: skip
         runs.append(load)
+    cpu = tree_cpu_seconds(server_pids) - cpu_before
+    cpu_us = round(cpu * 1e6 / max(1, sum(run.requests for run in runs)), 1)
     median = statistics.median_low([run.rps for run in runs])
-    return next(run for run in runs if run.rps == median), [run.rps for run in runs]
+    return next(run for run in runs if run.rps == median), [run.rps for run in runs], cpu_us
 
 
-def _row(key: str, label: str, path: str, body: bytes, load: Load, rounds: list[float]) -> Row:
+def _row(
+    key: str, label: str, path: str, body: bytes, measured: tuple[Load, list[float], float]
+) -> Row:
     kind, workers, _ = key.split("-")
+    load, rounds, cpu_us = measured
     return Row(
         key=key, label=label, kind=kind, workers=int(workers), path=path,
         body_bytes=len(body), rps=load.rps, p50_ms=load.p50_ms, p99_ms=load.p99_ms,
-        requests=load.requests, errors=load.errors, tool=load.tool, rounds_rps=rounds,
+        cpu_us=cpu_us, requests=load.requests, errors=load.errors, tool=load.tool,
+        rounds_rps=rounds,
     )  # fmt: skip
 
 
@@ -88,11 +98,11 @@ def gateway_rows(
             bodies.setdefault(path, answer.body)
             warm(base + path, plan, client)
             before = cache_lookups(base, route)
-            load, rounds = measure(base + path, plan, client)
+            measured = measure(base + path, plan, client, [process.pid])
             lookups = cache_lookups(base, route) - before
             noun = "worker" if workers == 1 else "workers"
             row = _row(f"gateway-{workers}-{target}", f"gateway, {workers} {noun}: GET {path}",
-                       path, answer.body, load, rounds)  # fmt: skip
+                       path, answer.body, measured)  # fmt: skip
             row.details["cache_lookups"] = dict(lookups)
             row.details["hit_share"] = round(lookups["hit"] / max(1, lookups.total()), 4)
             if row.details["hit_share"] < 1:
@@ -106,13 +116,13 @@ def bare_rows(procs: Processes, plan: Plan, bodies: dict[str, bytes]) -> list[Ro
     rows = []
     for workers in WORKER_COUNTS:
         server, client = _server_cpus(plan, workers)
-        base = start_bare(procs, f"bare-{workers}", bodies, copies=workers, cpus=server)
+        pids, base = start_bare(procs, f"bare-{workers}", bodies, copies=workers, cpus=server)
         for path, target in ((SITE_PATH, "site"), (plan.page_path, "page")):
             warm(base + path, plan, client)
-            load, rounds = measure(base + path, plan, client)
+            measured = measure(base + path, plan, client, pids)
             noun = "process" if workers == 1 else "processes"
             label = f"bare aiohttp, {workers} {noun}: same bytes as GET {path}"
-            rows.append(_row(f"bare-{workers}-{target}", label, path, bodies[path], load, rounds))
+            rows.append(_row(f"bare-{workers}-{target}", label, path, bodies[path], measured))
         for name in [f"bare-{workers}-{copy}" for copy in range(workers)]:
             procs.stop_named(name)
     return rows
@@ -129,12 +139,12 @@ def nginx_rows(procs: Processes, plan: Plan, upstream_port: int) -> list[Row]:
                             skipped="nginx is not installed"))  # fmt: skip
             continue
         server, client = _server_cpus(plan, workers)
-        base = start_nginx(procs, f"nginx-{workers}", upstream_port=upstream_port,
+        pid, base = start_nginx(procs, f"nginx-{workers}", upstream_port=upstream_port,
                            paths=[SITE_PATH], workers=workers, cpus=server)  # fmt: skip
         body = http_get(base + SITE_PATH).body
         warm(base + SITE_PATH, plan, client)
-        load, rounds = measure(base + SITE_PATH, plan, client)
-        row = _row(f"nginx-{workers}-site", label, SITE_PATH, body, load, rounds)
+        measured = measure(base + SITE_PATH, plan, client, [pid])
+        row = _row(f"nginx-{workers}-site", label, SITE_PATH, body, measured)
         row.notes = "upstream bytes (not normalized)"
         rows.append(row)
         procs.stop_named(f"nginx-{workers}")

@@ -61,6 +61,7 @@ class Row:
     rps: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    cpu_us: float | None = None  # server CPU time (all its processes) per request
     requests: int | None = None
     errors: int | None = None
     tool: str | None = None
@@ -76,28 +77,33 @@ class Row:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """gateway/bare and gateway/nginx (req/s, same workers and target) and 2 workers over
-    1 (any server), as numbers in `ratios` and as text in `ratio`."""
+    """gateway/bare and gateway/nginx (req/s, and server CPU per request; same workers and
+    target) and 2 workers over 1 (req/s, any server), as numbers in `ratios` and as text
+    in `ratio`."""
     by_key = {row.key: row for row in rows if row.rps}
     for row in rows:
         kind, _, rest = row.key.partition("-")
         workers, _, target = rest.partition("-")
         if row.rps is None or not target:
             continue
-        texts = []
+        speed, cost = [], []
         for rival in ("bare", "nginx"):
             other = by_key.get(f"{rival}-{workers}-{target}")
-            if kind == "gateway" and other is not None and other.rps:
-                row.ratios[f"gateway/{rival}"] = round(row.rps / other.rps, 3)
-                texts.append(f"{row.ratios[f'gateway/{rival}']:.2f}x {rival}")
+            if kind != "gateway" or other is None or not other.rps:
+                continue
+            row.ratios[f"gateway/{rival}"] = round(row.rps / other.rps, 3)
+            speed.append(f"{row.ratios[f'gateway/{rival}']:.2f}x {rival}")
+            if row.cpu_us and other.cpu_us:
+                row.ratios[f"cpu gateway/{rival}"] = round(row.cpu_us / other.cpu_us, 3)
+                cost.append(f"{row.ratios[f'cpu gateway/{rival}']:.1f}x {rival}")
         single = by_key.get(f"{kind}-1-{target}")
         if workers == "2" and single is not None and single.rps:
             row.ratios["2w/1w"] = round(row.rps / single.rps, 3)
-            texts.append(f"{row.ratios['2w/1w']:.2f}x 1 worker")
-        row.ratio = ", ".join(texts)
+            speed.append(f"{row.ratios['2w/1w']:.2f}x 1 worker")
+        row.ratio = ", ".join(speed) + (f"; CPU/req {', '.join(cost)}" if cost else "")
 
 
-COLUMNS = ("configuration", "bytes", "req/s", "p50 ms", "p99 ms", "ratio", "notes")
+COLUMNS = ("configuration", "bytes", "req/s", "p50 ms", "p99 ms", "CPU us/req", "ratio", "notes")
 
 
 def _cells(row: Row) -> list[str]:
@@ -107,7 +113,7 @@ def _cells(row: Row) -> list[str]:
     notes = row.notes if row.skipped is None else f"not run: {row.skipped}"
     body = "-" if row.body_bytes is None else f"{row.body_bytes:,}"
     return [row.label, body, number(row.rps, 0), number(row.p50_ms, 2), number(row.p99_ms, 2),
-            row.ratio or "-", notes or ""]  # fmt: skip
+            number(row.cpu_us, 1), row.ratio or "-", notes or ""]  # fmt: skip
 
 
 def text_table(rows: list[Row]) -> str:
@@ -116,7 +122,7 @@ def text_table(rows: list[Row]) -> str:
     lines = []
     for index, line in enumerate(cells):
         padded = [
-            c.ljust(w) if i in (0, 5, 6) else c.rjust(w)
+            c.ljust(w) if i in (0, 6, 7) else c.rjust(w)
             for i, (c, w) in enumerate(zip(line, widths, strict=True))
         ]
         lines.append("  ".join(padded).rstrip())
@@ -126,7 +132,7 @@ def text_table(rows: list[Row]) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---:|---:|---|---|"]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---:|---:|---:|---:|---|---|"]
     for row in rows:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
     return "\n".join(lines)

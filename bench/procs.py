@@ -4,7 +4,7 @@ file, and stopped by pid whatever happens.
 `Processes` is the one registry.  Every child goes through `start`; `stop` ends one (SIGTERM,
 then SIGKILL after a grace period) together with the children it had forked (gateway
 workers, nginx workers), each by its own pid; `close` stops whatever is left, newest first.
-Used as a context manager it also runs on Ctrl-C, SIGTERM (see `terminate_as_exit`) and
+Used as a context manager it also runs on Ctrl-C, SIGTERM (see `stop_on_signals`) and
 exceptions.  Nothing is ever stopped by name.
 """
 
@@ -49,13 +49,15 @@ class Cpus:
         )
 
 
-def terminate_as_exit() -> None:
-    """Turn SIGTERM into SystemExit so `finally` blocks (and `Processes.close`) run."""
+def stop_on_signals() -> None:
+    """SIGTERM becomes SystemExit and SIGINT KeyboardInterrupt (even where the shell that
+    started us ignores SIGINT), so `finally` blocks and `Processes.close` run."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def children_of(pid: int) -> list[int]:
@@ -90,6 +92,16 @@ def cpu_seconds(pid: int) -> float:
     wall time, it does not grow when other processes compete for the CPUs."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by `pids` and their children (gateway or nginx workers)."""
+    total = 0.0
+    for pid in pids:
+        for member in [pid, *children_of(pid)]:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(member)
+    return total
 
 
 def port_open(port: int) -> bool:

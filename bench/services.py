@@ -142,9 +142,9 @@ def start_redis(procs: Processes, name: str) -> str:
 
 def start_bare(
     procs: Processes, name: str, bodies: dict[str, bytes], *, copies: int, cpus: str | None
-) -> str:
-    """`copies` bare aiohttp processes sharing one port, answering `bodies` by path; the
-    base URL once every path answers."""
+) -> tuple[list[int], str]:
+    """`copies` bare aiohttp processes sharing one port, answering `bodies` by path; their
+    pids and base URL once every path answers."""
     port = free_port()
     routes = []
     for index, (path, body) in enumerate(bodies.items()):
@@ -152,13 +152,15 @@ def start_bare(
         file.write_bytes(body)
         routes.append(f"--route={path}={file}")
     command = [sys.executable, str(REPO / "bench" / "bare.py"), f"--port={port}", *routes]
+    pids = []
     for copy in range(copies):
         process = procs.start(f"{name}-{copy}", command, cpus=cpus)
         procs.wait_port(process, port, START_TIMEOUT)
+        pids.append(process.pid)
     base = f"http://{HOST}:{port}"
     for path in bodies:
         wait_ok(base + path)
-    return base
+    return pids, base
 
 
 def start_nginx(
@@ -169,9 +171,9 @@ def start_nginx(
     paths: list[str],
     workers: int,
     cpus: str | None,
-) -> str:
-    """nginx proxy_cache for `paths` in front of the simulator; its base URL once every
-    path is a cache HIT."""
+) -> tuple[int, str]:
+    """nginx proxy_cache for `paths` in front of the simulator; its master's pid and base
+    URL once every path is a cache HIT."""
     port = free_port()
     workdir = procs.workdir / name
     text = nginx.config_text(
@@ -192,7 +194,7 @@ def start_nginx(
             raise RuntimeError(
                 f"nginx did not cache {path}: {[(a.status, a.body[:200]) for a in statuses]}"
             )
-    return base
+    return process.pid, base
 
 
 def cache_lookups(base: str, route: str) -> Counter[str]:

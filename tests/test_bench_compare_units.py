@@ -90,20 +90,23 @@ def test_nginx_config_signs_each_exact_upstream_path(tmp_path: Path) -> None:
         assert "proxy_cache bench;" in done.stdout
 
 
-def row(key: str, rps: float | None) -> model.Row:
+def row(key: str, rps: float | None, cpu_us: float | None = None) -> model.Row:
     kind, workers, _ = key.split("-")
-    return model.Row(key=key, label=key, kind=kind, workers=int(workers), rps=rps)
+    return model.Row(key=key, label=key, kind=kind, workers=int(workers), rps=rps, cpu_us=cpu_us)
 
 
 def test_ratios_pair_rows_of_the_same_workers_and_target() -> None:
-    rows = [row("gateway-1-site", 50.0), row("bare-1-site", 100.0), row("nginx-1-site", 200.0),
-            row("gateway-2-site", 90.0), row("bare-2-site", 180.0), row("nginx-2-site", None),
+    rows = [row("gateway-1-site", 50.0, 40.0), row("bare-1-site", 100.0, 20.0),
+            row("nginx-1-site", 200.0, 10.0), row("gateway-2-site", 90.0),
+            row("bare-2-site", 180.0), row("nginx-2-site", None),
             row("gateway-1-page", 10.0)]  # fmt: skip
     model.add_ratios(rows)
 
-    assert rows[0].ratios == {"gateway/bare": 0.5, "gateway/nginx": 0.25}
-    assert rows[0].ratio == "0.50x bare, 0.25x nginx"
+    assert rows[0].ratios == {"gateway/bare": 0.5, "cpu gateway/bare": 2.0,
+                              "gateway/nginx": 0.25, "cpu gateway/nginx": 4.0}  # fmt: skip
+    assert rows[0].ratio == "0.50x bare, 0.25x nginx; CPU/req 2.0x bare, 4.0x nginx"
     assert rows[3].ratios == {"gateway/bare": 0.5, "2w/1w": 1.8}
+    assert rows[3].ratio == "0.50x bare, 1.80x 1 worker"
     assert rows[4].ratios == {"2w/1w": 1.8}
     assert rows[5].ratios == {} and rows[6].ratios == {}  # not run; no bare page row
 
@@ -114,7 +117,7 @@ def test_tables_show_every_row_and_why_one_was_not_run() -> None:
 
     text, markdown = model.text_table(rows), model.markdown_table(rows)
     assert "1,234" in text and "not run: nginx is not installed" in text
-    assert markdown.count("\n") == 3 and "| nginx-1-site | - | - |" in markdown
+    assert markdown.count("\n") == 3 and "| nginx-1-site | - | - | - | - | - | - |" in markdown
 
 
 def test_results_file_sections_are_replaced_or_appended(tmp_path: Path) -> None:
