@@ -10,11 +10,14 @@ two processes neither is pinned (both CPUs serve, and the load generator compete
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
+from dataclasses import dataclass
 
 from loadgen import Load, run_load
 from model import SITE_PATH, Plan, Row
-from procs import Processes, tree_cpu_seconds
+from procs import Processes, children_cpu_seconds, machine_busy_seconds, tree_cpu_seconds
 from services import (
     MEASURING_ENV,
     cache_lookups,
@@ -28,6 +31,15 @@ from services import (
 SITE_ROUTE = "/sites/{id}"
 PAGE_ROUTE = "/connectors"
 WORKER_COUNTS = (1, 2)
+OTHERS_NOTE = 0.05  # say so when other processes took this share of the CPUs
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    load: Load  # the median run
+    rounds: list[float]  # req/s of every run
+    cpu_us: float  # server CPU per request, all runs
+    others_share: float  # of all CPUs, used by processes other than server and load
 
 
 def warm(url: str, plan: Plan, cpus: str | None) -> None:
@@ -37,34 +49,42 @@ def warm(url: str, plan: Plan, cpus: str | None) -> None:
     run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.warmup, cpus=cpus)
 
 
-def measure(
-    url: str, plan: Plan, cpus: str | None, server_pids: list[int]
-) -> tuple[Load, list[float], float]:
-    """`plan.rounds` runs; the median run (by req/s), every run's req/s, and the CPU time
-    the server's processes spent per request over all runs (microseconds)."""
-    cpu_before = tree_cpu_seconds(server_pids)
+def measure(url: str, plan: Plan, cpus: str | None, server_pids: list[int]) -> Measured:
+    """`plan.rounds` runs; the median run (by req/s), every run's req/s, the CPU time the
+    server's processes spent per request, and the share of the machine's CPUs that other
+    processes (neither the server nor the load generator) used meanwhile."""
+    server, client = tree_cpu_seconds(server_pids), children_cpu_seconds()
+    busy, started = machine_busy_seconds(), time.monotonic()
     runs = []
     for _ in range(plan.rounds):
         load = run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.seconds,
                         cpus=cpus)  # fmt: skip
         runs.append(load)
-    cpu = tree_cpu_seconds(server_pids) - cpu_before
-    cpu_us = round(cpu * 1e6 / max(1, sum(run.requests for run in runs)), 1)
+    server = tree_cpu_seconds(server_pids) - server
+    others = machine_busy_seconds() - busy - server - (children_cpu_seconds() - client)
+    capacity = (time.monotonic() - started) * (os.cpu_count() or 1)
     median = statistics.median_low([run.rps for run in runs])
-    return next(run for run in runs if run.rps == median), [run.rps for run in runs], cpu_us
+    return Measured(
+        load=next(run for run in runs if run.rps == median),
+        rounds=[run.rps for run in runs],
+        cpu_us=round(server * 1e6 / max(1, sum(run.requests for run in runs)), 1),
+        others_share=round(max(0.0, others) / capacity, 3),
+    )
 
 
-def _row(
-    key: str, label: str, path: str, body: bytes, measured: tuple[Load, list[float], float]
-) -> Row:
+def _row(key: str, label: str, path: str, body: bytes, measured: Measured) -> Row:
     kind, workers, _ = key.split("-")
-    load, rounds, cpu_us = measured
-    return Row(
+    load = measured.load
+    row = Row(
         key=key, label=label, kind=kind, workers=int(workers), path=path,
         body_bytes=len(body), rps=load.rps, p50_ms=load.p50_ms, p99_ms=load.p99_ms,
-        cpu_us=cpu_us, requests=load.requests, errors=load.errors, tool=load.tool,
-        rounds_rps=rounds,
+        cpu_us=measured.cpu_us, requests=load.requests, errors=load.errors, tool=load.tool,
+        rounds_rps=measured.rounds,
     )  # fmt: skip
+    row.details["others_cpu_share"] = measured.others_share
+    if measured.others_share >= OTHERS_NOTE:
+        row.notes = f"other processes used {measured.others_share:.0%} of the CPUs"
+    return row
 
 
 def _server_cpus(plan: Plan, workers: int) -> tuple[str | None, str | None]:
@@ -106,7 +126,9 @@ def gateway_rows(
             row.details["cache_lookups"] = dict(lookups)
             row.details["hit_share"] = round(lookups["hit"] / max(1, lookups.total()), 4)
             if row.details["hit_share"] < 1:
-                row.notes = f"hit share {row.details['hit_share']:.4f}"
+                row.notes = "; ".join(
+                    filter(None, [f"hit share {row.details['hit_share']:.4f}", row.notes])
+                )
             rows.append(row)
         procs.stop(process)
     return rows, bodies
@@ -145,7 +167,7 @@ def nginx_rows(procs: Processes, plan: Plan, upstream_port: int) -> list[Row]:
         warm(base + SITE_PATH, plan, client)
         measured = measure(base + SITE_PATH, plan, client, [pid])
         row = _row(f"nginx-{workers}-site", label, SITE_PATH, body, measured)
-        row.notes = "upstream bytes (not normalized)"
+        row.notes = "; ".join(filter(None, ["upstream bytes (not normalized)", row.notes]))
         rows.append(row)
         procs.stop_named(f"nginx-{workers}")
     return rows

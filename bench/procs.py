@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -102,6 +103,21 @@ def tree_cpu_seconds(pids: list[int]) -> float:
             with contextlib.suppress(OSError):
                 total += cpu_seconds(member)
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs have been busy since boot (/proc/stat: user, nice, system,
+    irq, softirq, steal), to tell how much of a measurement's CPU others took."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have been waited for (the load
+    generator's runs, once each has ended)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def port_open(port: int) -> bool:
