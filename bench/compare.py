@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = {
         "started": f"{started:%Y-%m-%d %H:%M} UTC",
-        "command": " ".join([".venv/bin/python bench/compare.py", *argv]),
+        "command": shlex.join([".venv/bin/python", "bench/compare.py", *argv]),
         "seconds": round(time.monotonic() - clock, 1),
         "machine": machine,
         "versions": versions,

@@ -32,6 +32,7 @@ SITE_ROUTE = "/sites/{id}"
 PAGE_ROUTE = "/connectors"
 WORKER_COUNTS = (1, 2)
 OTHERS_NOTE = 0.05  # say so when other processes took this share of the CPUs
+LOADGEN_BOUND = 0.9  # wrk -t1 is one thread: near one CPU, it, not the server, is the limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Measured:
     rounds: list[float]  # req/s of every run
     cpu_us: float  # server CPU per request, all runs
     others_share: float  # of all CPUs, used by processes other than server and load
+    loadgen_cpu: float  # CPUs the load generator kept busy (1.0: one CPU, its ceiling)
 
 
 def warm(url: str, plan: Plan, cpus: str | None) -> None:
@@ -61,14 +63,17 @@ def measure(url: str, plan: Plan, cpus: str | None, server_pids: list[int]) -> M
                         cpus=cpus)  # fmt: skip
         runs.append(load)
     server = tree_cpu_seconds(server_pids) - server
-    others = machine_busy_seconds() - busy - server - (children_cpu_seconds() - client)
-    capacity = (time.monotonic() - started) * (os.cpu_count() or 1)
+    client = children_cpu_seconds() - client
+    others = machine_busy_seconds() - busy - server - client
+    elapsed = time.monotonic() - started
+    capacity = elapsed * (os.cpu_count() or 1)
     median = statistics.median_low([run.rps for run in runs])
     return Measured(
         load=next(run for run in runs if run.rps == median),
         rounds=[run.rps for run in runs],
         cpu_us=round(server * 1e6 / max(1, sum(run.requests for run in runs)), 1),
         others_share=round(max(0.0, others) / capacity, 3),
+        loadgen_cpu=round(client / elapsed, 3),
     )
 
 
@@ -82,8 +87,13 @@ def _row(key: str, label: str, path: str, body: bytes, measured: Measured) -> Ro
         rounds_rps=measured.rounds,
     )  # fmt: skip
     row.details["others_cpu_share"] = measured.others_share
+    row.details["loadgen_cpus"] = measured.loadgen_cpu
+    notes = []
+    if measured.loadgen_cpu >= LOADGEN_BOUND:
+        notes.append("the load generator was CPU-bound (req/s is a floor)")
     if measured.others_share >= OTHERS_NOTE:
-        row.notes = f"other processes used {measured.others_share:.0%} of the CPUs"
+        notes.append(f"other processes used {measured.others_share:.0%} of the CPUs")
+    row.notes = "; ".join(notes)
     return row
 
 

@@ -67,7 +67,9 @@ def _version(package: str) -> str | None:
 def versions(tool: str) -> dict[str, str | None]:
     redis = re.search(r"v=(\S+)", _run(["redis-server", "--version"]))
     wrk = re.search(r"^wrk (\S+)", _run(["wrk", "-v"]), re.MULTILINE)
-    commit = _run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    # The gateway's own code: the last commit that changed gateway/, and whether it is
+    # modified now (bench/ changes do not change what is measured).
+    commit = _run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "gateway"])
     dirty = _run(["git", "-C", str(REPO), "status", "--porcelain", "--", "gateway"])
     return {
         "python": platform.python_version(),

@@ -56,7 +56,7 @@ def check_hit_rows(rows: dict[str, dict[str, Any]], tool: str) -> None:
         assert row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"], (key, row)
         assert row["body_bytes"] > 0 and len(row["rounds_rps"]) == 1
         assert row["cpu_us"] > 0, "the server spent CPU on the requests"
-        assert 0 <= row["details"]["others_cpu_share"] <= 1
+        assert 0 <= row["details"]["others_cpu_share"] <= 1 and row["details"]["loadgen_cpus"] > 0
     for workers in (1, 2):
         for target in ("site", "page"):
             gateway, bare = rows[f"gateway-{workers}-{target}"], rows[f"bare-{workers}-{target}"]
