@@ -89,8 +89,8 @@ def summarize(collapsed: str, top: int) -> Hotspots:
 
 
 def markdown(hotspots: Hotspots, context: str) -> str:
-    def table(title: str, rows: list[tuple[str, int]]) -> list[str]:
-        lines = [f"### {title}", "", "| share | samples | function (file) |", "|---:|---:|---|"]
+    def table(title: str, rows: list[tuple[str, int]], what: str = "function (file)") -> list[str]:
+        lines = [f"### {title}", "", f"| share | samples | {what} |", "|---:|---:|---|"]
         for name, count in rows:
             share = count / max(1, hotspots.samples)
             lines.append(f"| {share:.1%} | {count} | `{name}` |")
@@ -109,7 +109,7 @@ def markdown(hotspots: Hotspots, context: str) -> str:
             "",
             *table("Top functions by own samples", hotspots.own),
             *table("Top functions by inclusive samples", hotspots.inclusive),
-            *table("Top files by own samples", hotspots.files),
+            *table("Top files by own samples", hotspots.files, "file"),
         ]
     )
 
