@@ -3,9 +3,9 @@
 Start-up either serves fully configured or exits 2 with one line naming the bad setting.
 `--demo` needs no settings: it starts the ChargePilot simulator on a free loopback port in
 the same event loop and points the gateway at it.  With `GATEWAY_WORKERS > 1` this process
-becomes a supervisor: it prepares the shared Prometheus multiprocess directory, starts the
-workers (each binds the same port with SO_REUSEPORT), forwards SIGTERM, and exits 0 when
-they have drained.
+becomes a supervisor (`supervisor.py`).  A worker (or the single process) raises its file
+limit, serves through the hardened edge server (`server.py`), re-reads tokens on SIGHUP
+and drains on SIGTERM/SIGINT (`lifecycle.py`), then exits 0.
 """
 
 from __future__ import annotations
@@ -17,23 +17,20 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiohttp import web
 
 from . import __version__, logs
+from .lifecycle import DRAIN, ApplyTokens, TokenReloader, until_stop_signal
+from .middleware import AUTH, Auth
+from .server import EdgeLimits, EdgeRunner, connection_cap, raise_file_limit
 from .settings import Secret, Settings, SettingsError
 from .settings_specs import help_text
+from .supervisor import WORKER_ENV, cannot_listen, supervise
 
 log = logging.getLogger("gateway")
-SHUTDOWN_TIMEOUT = 25.0
-WORKER_ENV = "GATEWAY_WORKER_PROCESS"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -53,20 +50,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until the handlers are in place a SIGHUP (a token rotation) must not kill a starting
+    # process; workers inherit the disposition and replace it with their handler.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = parse_args(argv)
     try:
         settings = Settings.from_env(os.environ, demo=args.demo)
     except SettingsError as error:
         print(f"chargepilot-gateway: invalid setting {error}", file=sys.stderr)
         return 2
-    secrets = [
-        settings.api_key.reveal(),
-        settings.api_secret.reveal(),
-        *(token.reveal() for token in settings.client_tokens.values()),
-    ]
-    if settings.admin_token is not None:
-        secrets.append(settings.admin_token.reveal())
-    logs.configure(settings.log_level, secrets=secrets)
+    logs.configure(settings.log_level, secrets=_secrets(settings))
     if settings.workers > 1 and not settings.demo and WORKER_ENV not in os.environ:
         return supervise(settings)
     with contextlib.suppress(ImportError):
@@ -76,27 +69,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(serve(settings))
 
 
+def _secrets(settings: Settings) -> list[str]:
+    """Every string the log redactor masks."""
+    found = [settings.api_key.reveal(), settings.api_secret.reveal()]
+    for account in settings.accounts_file:
+        found += [account.api_key.reveal(), account.api_secret.reveal()]
+    found += [token.reveal() for token in settings.client_tokens.values()]
+    if settings.admin_token is not None:
+        found.append(settings.admin_token.reveal())
+    return found
+
+
 async def serve(settings: Settings) -> int:
     from .app import create_app, create_metrics_app
+    from .app_keys import METRICS
 
+    soft, hard = raise_file_limit()
+    limits = EdgeLimits(
+        header_timeout=settings.header_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        max_connections=connection_cap(settings.max_connections, soft),
+    )
+    log.info(
+        "file limit",
+        extra={"soft_limit": soft, "hard_limit": hard, "max_connections": limits.max_connections},
+    )
     runners: list[web.AppRunner] = []
     try:
         if settings.demo:
             settings = await _start_simulator(settings, runners)
         app = create_app(settings)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        runner = EdgeRunner(
+            app,
+            limits=limits,
+            metrics=app[METRICS],
+            access_log=None,
+            shutdown_timeout=settings.drain_timeout,
+        )
         await runner.setup()
         runners.append(runner)
         reuse = settings.workers > 1 or None
         try:
             await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse).start()
         except OSError as error:
-            return _cannot_listen(settings, error)
+            return cannot_listen(settings, error)
         listen = f"http://{settings.host}:{_bound_port(runner)}"
         if settings.metrics_port is not None:
-            metrics_runner = web.AppRunner(create_metrics_app(app), access_log=None)
+            metrics_runner = EdgeRunner(create_metrics_app(app), limits=limits, access_log=None)
             await metrics_runner.setup()
-            runners.insert(0, metrics_runner)
+            runners.insert(0, metrics_runner)  # cleaned up last: scrapes see the drain
             await web.TCPSite(
                 metrics_runner, settings.host, settings.metrics_port, reuse_port=reuse
             ).start()
@@ -108,32 +129,42 @@ async def serve(settings: Settings) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        await _until_signalled()
-        log.info("draining", extra={"signal": "SIGTERM"})
+        reload_tokens = TokenReloader(
+            os.environ,
+            _token_applier(app[AUTH], settings),
+            had_clients=bool(settings.client_tokens),
+        )
+        name = await until_stop_signal(app[DRAIN], reload_tokens)
+        delay = _shutdown_delay(settings, os.environ)
+        log.info("draining", extra={"signal": name, "delay": delay})
+        await asyncio.sleep(delay)
+        log.info("stopping: no new connections, finishing requests in flight")
     finally:
         # Gateway first (stop accepting, finish in-flight requests, close Redis and
         # upstream connections), then the demo simulator it may still be calling.
-        for runner in reversed(runners):
-            await runner.cleanup()
+        for started in reversed(runners):
+            await started.cleanup()
+    log.info("stopped")
     return 0
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+def _shutdown_delay(settings: Settings, env: Mapping[str, str]) -> float:
+    """The demo has no load balancer to wait for, unless the delay is set explicitly."""
+    if settings.demo and "GATEWAY_SHUTDOWN_DELAY" not in env:
+        return 0.0
+    return settings.shutdown_delay
 
 
-def _cannot_listen(settings: Settings, error: OSError) -> int:
-    """A taken port is a settings problem: one line naming the variable, exit 2."""
-    print(
-        f"chargepilot-gateway: GATEWAY_PORT: cannot listen on {settings.host}:{settings.port}: "
-        f"{error.strerror}",
-        file=sys.stderr,
-    )
-    return 2
+def _token_applier(auth: Auth, settings: Settings) -> ApplyTokens:
+    masked = set(_secrets(settings))
+
+    def apply(clients: Mapping[str, Secret], admin: Secret | None) -> None:
+        auth.replace(clients, admin)
+        fresh: Iterable[Secret] = [*clients.values(), *([admin] if admin else [])]
+        masked.update(secret.reveal() for secret in fresh)  # old ones stay masked too
+        logs.configure(settings.log_level, secrets=masked)
+
+    return apply
 
 
 def _bound_port(runner: web.AppRunner) -> int:
@@ -161,55 +192,6 @@ async def _start_simulator(settings: Settings, runners: list[web.AppRunner]) -> 
         api_secret=Secret(config.api_secret),
         sign_path=config.sign_path,
     )
-
-
-def supervise(settings: Settings) -> int:
-    """Run `settings.workers` worker processes on one port.  SIGTERM/SIGINT are forwarded
-    and the supervisor exits 0 once all have drained; a worker that dies on its own takes
-    the others down and the supervisor exits 1, so the orchestrator restarts the whole
-    (a half-dead pod must not keep passing its probes)."""
-    env = dict(os.environ, **{WORKER_ENV: "1"})
-    owned_dir = None
-    if env.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Files of a previous run would be added to this run's counters.
-        for stale in Path(env["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
-            stale.unlink()
-    else:
-        owned_dir = tempfile.TemporaryDirectory(prefix="gateway-metrics-")
-        env["PROMETHEUS_MULTIPROC_DIR"] = owned_dir.name
-    try:  # fail here with one line, not in N workers, when the port is taken
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            probe.bind((settings.host, settings.port))
-    except OSError as error:
-        return _cannot_listen(settings, error)
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "gateway"], env=env)
-        for _ in range(settings.workers)
-    ]
-    log.info("supervisor started", extra={"workers": len(workers)})
-    stopping = False
-
-    def stop(signum: int, _frame: object = None) -> None:
-        nonlocal stopping
-        stopping = True
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    failed = False
-    while any(worker.poll() is None for worker in workers):
-        if not stopping and any(worker.poll() is not None for worker in workers):
-            log.error("a worker exited; stopping the others")
-            failed = True
-            stop(signal.SIGTERM)
-        time.sleep(0.2)
-    if owned_dir is not None:
-        owned_dir.cleanup()
-    ok = not failed and all(worker.returncode == 0 for worker in workers)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,36 +1,49 @@
 """The app factory: `create_app(settings)` wires collaborators and owns their lifetimes.
 
 Everything with a lifetime (the pooled upstream `ClientSession`, the Redis client, the
-site service's background fetches) is opened in one `cleanup_ctx` and closed there in
-reverse order, so a SIGTERM — which aiohttp turns into a graceful shutdown that first
-stops accepting and waits for in-flight requests — ends with every connection closed.
+invalidation listener, the engine's background fetches) is opened in one `cleanup_ctx` and
+closed there in reverse order, so a graceful shutdown ends with every connection closed.
 
-Wiring:  routes → SiteService → (Cache → RedisStore | MemoryStore) and
-                               (Filler → Upstream → Shield (rate, pause, circuit))
+Wiring (one account):
+
+    routes → SiteService → FillEngine → Cache → Tier (in process) and RedisStore (shared)
+                         ↘ Filler → Upstream → Shield (rate, pause) → Circuit
+    Invalidations (pub/sub) → Cache.invalidated      RedisCoordinator (fetch locks)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from . import __version__
 from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS
 from .cache import Cache
+from .circuit import Circuit
+from .cursors import Cursors
+from .engine import FillEngine
 from .errors import CacheUnavailable
-from .fills import Filler
-from .fleet import Cursors
+from .fills import Filler, SiteAges
+from .invalidation import Invalidations
+from .keys import Keys
+from .lifecycle import DRAIN, Drain
 from .locks import Coordinator, LocalCoordinator, RedisCoordinator
 from .metrics import Metrics
-from .middleware import Auth, ClientQuota, make_middleware
+from .middleware import AUTH, Auth, make_middleware
+from .quota import ClientAddress, ClientQuota
 from .routes import add_routes
 from .service import SiteService
 from .settings import Settings
-from .shield import Circuit, Shield
-from .store import MemoryStore, RedisStore, Store, redis_client
+from .shield import Shield
+from .store import RedisStore, redis_client
+from .tier import Tier
 from .upstream import Upstream
 
 log = logging.getLogger("gateway.app")
@@ -55,15 +68,21 @@ class RedisHealth:
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
-    metrics = metrics or Metrics()
+    metrics = metrics or Metrics(account_label=settings.multi_account)
     auth = Auth(settings.client_tokens, settings.admin_token)
-    app = web.Application(
-        middlewares=[make_middleware(metrics, auth, ClientQuota(settings.client_rps))],
-        handler_args={"max_field_size": 8190},
+    drain = Drain()
+    edge = make_middleware(
+        metrics,
+        auth,
+        ClientQuota(settings.client_rps),
+        client_address=ClientAddress(settings.trusted_proxies),
+        drain=drain,
     )
+    app = web.Application(middlewares=[edge])
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app[CURSORS] = Cursors(settings.api_secret.reveal().encode())
+    app[AUTH] = auth
+    app[DRAIN] = drain
     app.cleanup_ctx.append(_resources)
     add_routes(app, with_metrics=settings.metrics_port is None)
     return app
@@ -86,16 +105,12 @@ def create_metrics_app(main: web.Application) -> web.Application:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     health = RedisHealth(metrics)
-    memory_bytes = settings.memory_cache_mb << 20
+    tier = Tier(max_entries=settings.memory_cache_entries, max_bytes=settings.memory_cache_mb << 20)
     redis: RedisStore | None = None
-    store: Store
     if settings.redis_url:
         redis = RedisStore(
-            redis_client(settings.redis_url, timeout=settings.redis_timeout),
-            timeout=settings.redis_timeout,
-            on_result=health,
+            redis_client(settings.redis_url, timeout=settings.redis_timeout), on_result=health
         )
-        store = redis
         try:
             await redis.ping()
         except CacheUnavailable:
@@ -105,43 +120,71 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "REDIS_URL is not set: using the embedded in-process cache "
             "(not shared between replicas or workers)"
         )
-        store = MemoryStore(max_bytes=memory_bytes)
         metrics.redis_up.set(1)  # the embedded cache is always reachable
+    account = settings.accounts[0]
+    keys = Keys(account.namespace)
+    caches: list[Cache] = []
+    invalidations = None
+    if redis is not None:
+
+        def dispatch(changed: list[str]) -> None:
+            for each in caches:
+                each.invalidated(changed)
+
+        invalidations = Invalidations(redis, [keys.channel], dispatch)
     cache = Cache(
-        store,
+        keys,
+        tier,
         fresh_ttl=settings.cache_ttl,
         stale_ttl=settings.cache_stale,
         negative_ttl=settings.negative_ttl,
-        fallback=MemoryStore(max_bytes=memory_bytes) if redis else None,
+        shared=redis,
+        invalidations=invalidations,
     )
+    caches.append(cache)
+    labels = (account.name,) if metrics.account_label else ()
+    metrics.prime_account(labels)
     circuit = Circuit(
         failures=settings.circuit_failures,
         cooldown=settings.circuit_cooldown,
-        on_change=lambda state: _circuit_changed(metrics, state),
+        on_change=lambda state: _circuit_changed(metrics, labels, state),
     )
-    shield = Shield(rate=settings.upstream_rps, circuit=circuit, metrics=metrics, redis=redis)
+    shield = Shield(rate=account.rps, circuit=circuit, metrics=metrics, keys=keys, redis=redis)
     coordinator: Coordinator = LocalCoordinator()
     if redis is not None:
-        coordinator = RedisCoordinator(redis, lock_ttl=settings.upstream_timeout + LOCK_MARGIN)
-    connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+        coordinator = RedisCoordinator(
+            redis, keys, lock_ttl=settings.upstream_timeout + LOCK_MARGIN
+        )
     session = aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=settings.upstream_timeout),
-        headers={"User-Agent": "chargepilot-gateway/0.1", "Accept": "application/json"},
+        connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
+        # The upstream client enforces its total deadline itself (asyncio.timeout);
+        # aiohttp's would round it up to whole seconds.
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.upstream_timeout),
+        headers={"User-Agent": f"chargepilot-gateway/{__version__}", "Accept": "application/json"},
         raise_for_status=False,
         auto_decompress=True,
     )
-    upstream = Upstream(session, settings, metrics=metrics, admission=shield)
-    service = SiteService(
+    upstream = Upstream(
+        session,
+        account,
+        timeout=settings.upstream_timeout,
+        retries=settings.upstream_retries,
+        metrics=metrics,
+        admission=shield,
+        labels=labels,
+    )
+    engine = FillEngine(
         cache,
-        Filler(cache, upstream, metrics),
-        metrics,
         coordinator=coordinator,
         upstream_available=shield.available,
         refresh_ahead=settings.refresh_ahead,
     )
+    filler = Filler(cache, upstream, metrics, SiteAges())
+    service = SiteService(engine, filler, negative_ttl=settings.negative_ttl)
     app[SERVICE] = service
-    draining = {"value": False}
+    app[CURSORS] = Cursors(await _cursor_key(settings, redis, keys))
+    listener = asyncio.create_task(invalidations.run()) if invalidations is not None else None
+    drain = app[DRAIN]
 
     async def readiness() -> dict[str, Any]:
         redis_state = "absent"
@@ -152,7 +195,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             except CacheUnavailable:
                 redis_state = "down"
         report: dict[str, Any] = {
-            "ready": not draining["value"],
+            "ready": not drain.active,
             "cache": "redis" if redis is not None else "memory",
             "redis": redis_state,
             "upstream": {"circuit": circuit.state, "available": shield.available()},
@@ -163,18 +206,44 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[READINESS] = readiness
 
     async def on_shutdown(_: web.Application) -> None:
-        draining["value"] = True
+        drain.begin()
 
     app.on_shutdown.append(on_shutdown)
     try:
         yield
     finally:
-        draining["value"] = True
+        drain.begin()
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         await service.close()
         await session.close()
-        await store.close()
+        if redis is not None:
+            await redis.close()
 
 
-def _circuit_changed(metrics: Metrics, state: str) -> None:
-    metrics.circuit_open.set(1 if state == "open" else 0)
+async def _cursor_key(settings: Settings, redis: RedisStore | None, keys: Keys) -> bytes:
+    """`GATEWAY_CURSOR_SECRET`, else one key generated once and shared through Redis (every
+    replica then accepts every replica's cursors), else one for this process alone."""
+    if settings.cursor_secret is not None:
+        return settings.cursor_secret.reveal().encode()
+    candidate = secrets.token_hex(32)
+    if redis is not None:
+        try:
+            await redis.call(
+                "cursor_key", lambda: redis.client.set(keys.cursor_key, candidate, nx=True)
+            )
+            shared = await redis.get(keys.cursor_key)
+            if shared:
+                return bytes(shared)
+        except CacheUnavailable:
+            log.warning("cursor key not shared (Redis unreachable): cursors work per process")
+    return candidate.encode()
+
+
+def _circuit_changed(metrics: Metrics, labels: tuple[str, ...], state: str) -> None:
+    metrics.circuit_open.labels(*labels).set(1 if state == "open" else 0) if labels else (
+        metrics.circuit_open.set(1 if state == "open" else 0)
+    )
     log.warning("upstream circuit %s", state, extra={"state": state})

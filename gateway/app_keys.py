@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .fleet import Cursors
+from .cursors import Cursors
 from .metrics import Metrics
 from .service import SiteService
 from .settings import Settings

@@ -1,192 +1,250 @@
-"""The response cache: entries (bytes + metadata) with fresh, stale and negative lifetimes.
+"""The response cache of one account: the in-process tier in front of Redis (or alone).
 
-Knows TTLs, key layout and the entry format; nothing of HTTP or ChargePilot.
+Knows lifetimes, the tier, Redis and invalidation; nothing of HTTP or ChargePilot.
 
-Entry format (binary, one Redis string per key):
-    b"CPG1" | stored_at: f64 big-endian | flags: u8 | etag: 32 ascii hex | body bytes
-Keys are namespaced and versioned (`cpgw:v1:…`); a format change bumps `FORMAT`, so new
-code never reads old bytes (old keys simply expire).  Ids inside keys are percent-encoded,
-so no id can forge another key.
+Lifetimes: a positive entry is fresh for `fresh_ttl` after `stored_at`, then stale for
+`stale_ttl` more, after which it is gone (Redis expires the key; the tier sweeps it); a
+negative entry (an upstream 404) lives `negative_ttl` and is never stale.
 
-Lifetimes: a positive entry is fresh for `fresh_ttl` after `stored_at` and then stale for
-`stale_ttl` more, after which the store drops it; a negative entry (upstream 404) lives for
-`negative_ttl` and is never stale.  `stored_at` is wall-clock time so replicas agree on age.
+Reading `get(key)`:
+  1. the tier holds the entry and may be trusted (no Redis: always; with Redis: the
+     invalidation channel is healthy and the entry was loaded under its current
+     generation) → answered from the process, no Redis round trip;
+  2. the tier holds it untrusted → a header-only read revalidates it (same ETag and age:
+     trusted again, prebuilt bytes kept), else the entry is read in full;
+  3. a miss in the tier → one Redis read (concurrent reads of one key share it);
+  4. Redis fails → whatever the tier holds, trusted or not (degraded, never an error).
+A read that raced with an invalidation or a local write is kept but not trusted, and an
+older copy from Redis never replaces a newer one in the tier.
 
-Tiers: with Redis, every write also goes to a small in-process `MemoryStore`; when a Redis
-call fails (`CacheUnavailable`) reads fall back to it and writes skip Redis, so the gateway
-keeps serving.  Without Redis the memory store is the cache.
+Writing: the tier first, then Redis in chunks, then the keys are published so every
+other replica drops its copy.  A failed Redis write is counted by the store and leaves the
+tier serving; a failed delete (purge) is raised, because a purge that did not happen must
+be reported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hashlib
-import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from urllib.parse import quote
+from collections.abc import Callable, Collection, Iterable, Mapping
 
+from .entry import HEADER_LENGTH, Entry, Lookup
 from .errors import CacheUnavailable
-from .store import MemoryStore, Store
+from .invalidation import Invalidations
+from .keys import Keys
+from .store import RedisStore, chunks
+from .tier import Ready, Tier
 
-FORMAT = "v1"
-MAGIC = b"CPG1"
-_HEADER = struct.Struct("!dB")
-ETAG_LENGTH = 32
-HEADER_LENGTH = len(MAGIC) + _HEADER.size + ETAG_LENGTH
-FLAG_NEGATIVE = 1
-
-
-def make_etag(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    body: bytes
-    stored_at: float
-    etag: str  # 32 hex characters, without quotes
-    negative: bool = False
-
-    def encode(self) -> bytes:
-        flags = FLAG_NEGATIVE if self.negative else 0
-        return b"".join(
-            (MAGIC, _HEADER.pack(self.stored_at, flags), self.etag.encode("ascii"), self.body)
-        )
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Entry | None:
-        """The entry, or None for bytes of another format (treated as a miss)."""
-        if len(raw) < HEADER_LENGTH or not raw.startswith(MAGIC):
-            return None
-        stored_at, flags = _HEADER.unpack_from(raw, len(MAGIC))
-        start = len(MAGIC) + _HEADER.size
-        etag = raw[start : start + ETAG_LENGTH].decode("ascii", "replace")
-        return cls(raw[HEADER_LENGTH:], stored_at, etag, bool(flags & FLAG_NEGATIVE))
-
-    @classmethod
-    def for_body(cls, body: bytes, stored_at: float) -> Entry:
-        return cls(body, stored_at, make_etag(body))
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    entry: Entry
-    ttl: float  # seconds of freshness left; negative once stale
-
-    @property
-    def fresh(self) -> bool:
-        return self.ttl > 0
-
-
-class Keys:
-    """The key layout; one place, so purge and fill can't disagree."""
-
-    def __init__(self, prefix: str = "cpgw") -> None:
-        self.namespace = f"{prefix}:{FORMAT}:"
-
-    def sites(self) -> str:
-        return self.namespace + "sites"
-
-    def fleet_connectors(self) -> str:
-        return self.namespace + "connectors"
-
-    def site(self, site_id: str) -> str:
-        return f"{self.namespace}site:{quote(site_id, safe='')}"
-
-    def site_connectors(self, site_id: str) -> str:
-        return self.site(site_id) + ":connectors"
-
-    def site_nodes(self, site_id: str) -> str:
-        return self.site(site_id) + ":nodes"
-
-    def connector(self, connector_id: str) -> str:
-        return f"{self.namespace}connector:{quote(connector_id, safe='')}"
-
-    def site_family(self, site_id: str) -> list[str]:
-        return [self.site(site_id), self.site_connectors(site_id), self.site_nodes(site_id)]
+_Read = tuple[str, bool]  # (key, header only)
 
 
 class Cache:
     def __init__(
         self,
-        store: Store,
+        keys: Keys,
+        tier: Tier,
         *,
         fresh_ttl: float,
         stale_ttl: float,
         negative_ttl: float,
-        fallback: MemoryStore | None = None,
-        keys: Keys | None = None,
+        shared: RedisStore | None = None,
+        invalidations: Invalidations | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
-        self.keys = keys or Keys()
+        self.keys = keys
+        self.tier = tier
+        self.shared = shared
         self.fresh_ttl = fresh_ttl
         self.stale_ttl = stale_ttl
         self.negative_ttl = negative_ttl
-        self._fallback = fallback
+        self._invalidations = invalidations
         self._clock = clock
+        self._reads: dict[_Read, asyncio.Future[bytes | None]] = {}
+        self._sequence = 0  # bumped by every invalidation and local write
 
     def now(self) -> float:
         return self._clock()
 
-    async def get(self, key: str) -> Lookup | None:
-        return self._lookup(await self._read(key))
+    def lookup(self, entry: Entry, fresh_ttl: float | None = None) -> Lookup | None:
+        """Freshness of `entry` now, or None once it has outlived its lifetime."""
+        if entry.negative:
+            ttl = entry.stored_at + self.negative_ttl - self._clock()
+            return Lookup(entry, ttl) if ttl > 0 else None
+        ttl = entry.stored_at + (self.fresh_ttl if fresh_ttl is None else fresh_ttl) - self._clock()
+        return Lookup(entry, ttl) if ttl > -self.stale_ttl else None
 
-    async def peek(self, key: str) -> Lookup | None:
-        """The entry's metadata without its body (a range read): for big entries whose
-        decoded form a process keeps, and only needs to re-validate by ETag."""
+    def invalidated(self, keys: Iterable[str]) -> None:
+        """Keys replaced or purged by another replica (`*prefix`: everything under it)."""
+        self._sequence += 1
+        for key in keys:
+            if key.startswith("*"):
+                self.tier.drop_prefix(key[1:])
+            else:
+                self.tier.drop([key])
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get(
+        self,
+        key: str,
+        *,
+        meta_only: bool = False,
+        fresh_ttl: float | None = None,
+        from_shared: bool = False,
+        keep: bool = True,
+    ) -> Lookup | None:
+        """The entry for `key` (with `meta_only`, possibly without its body).  With
+        `from_shared`, Redis is asked even when the tier could answer: after another
+        replica's fill, whose invalidation may still be on its way.  `keep=False`: a big
+        entry the caller keeps in another form; the tier is not filled with it."""
+        ready = self.tier.get(key)
+        if ready is not None and ready.partial and not meta_only:
+            ready = None
+        if ready is not None and (
+            self.shared is None or (self._trusted(ready) and not from_shared)
+        ):
+            return self._from_tier(key, ready, fresh_ttl)
+        if self.shared is None:
+            return None
+        sequence = self._sequence
         try:
-            raw = await self.store.get_range(key, HEADER_LENGTH - 1)
-        except CacheUnavailable:  # counted by the store; serve from the local tier
-            raw = self._fallback.get_now(key) if self._fallback else None
-        return self._lookup(raw[:HEADER_LENGTH] if raw is not None else None)
-
-    def _lookup(self, raw: bytes | None) -> Lookup | None:
+            if ready is not None and not from_shared:
+                head = await self._read(key, header=True)
+                current = Entry.decode(head) if head is not None else None
+                if current is not None and _same(current, ready.entry):
+                    if sequence == self._sequence and self._invalidations is not None:
+                        ready.generation = self._invalidations.generation
+                    return self._from_tier(key, ready, fresh_ttl)
+            raw = await self._read(key, header=meta_only)
+        except CacheUnavailable:  # counted by the store: serve what this process holds
+            return self._from_tier(key, ready, fresh_ttl) if ready is not None else None
         entry = Entry.decode(raw) if raw is not None else None
         if entry is None:
+            self.tier.drop([key])
             return None
-        lifetime = self.negative_ttl if entry.negative else self.fresh_ttl
-        ttl = entry.stored_at + lifetime - self._clock()
-        if (entry.negative and ttl <= 0) or ttl <= -self.stale_ttl:
-            return None
-        return Lookup(entry, ttl)
+        lookup = self.lookup(entry, fresh_ttl)
+        if lookup is not None and keep:
+            self._keep(key, entry, partial=meta_only, trusted=sequence == self._sequence)
+        return lookup
 
-    async def put_many(self, bodies: Mapping[str, bytes], *, stored_at: float) -> dict[str, Entry]:
-        entries = {key: Entry.for_body(body, stored_at) for key, body in bodies.items()}
-        await self._write(
-            [(key, entry.encode()) for key, entry in entries.items()],
-            self.fresh_ttl + self.stale_ttl,
+    def _trusted(self, ready: Ready) -> bool:
+        if self.shared is None:
+            return True
+        invalidations = self._invalidations
+        return (
+            invalidations is not None
+            and invalidations.healthy
+            and ready.generation == invalidations.generation
         )
+
+    def _from_tier(self, key: str, ready: Ready, fresh_ttl: float | None) -> Lookup | None:
+        lookup = self.lookup(ready.entry, fresh_ttl)
+        if lookup is None:
+            self.tier.drop([key])
+        return lookup
+
+    async def _read(self, key: str, *, header: bool) -> bytes | None:
+        """One Redis read per (key, header) at a time; concurrent callers share it."""
+        shared = self.shared
+        assert shared is not None
+        slot = (key, header)
+        pending = self._reads.get(slot)
+        if pending is None:
+            read = shared.get_range(key, HEADER_LENGTH - 1) if header else shared.get(key)
+            pending = asyncio.ensure_future(read)
+            self._reads[slot] = pending
+            pending.add_done_callback(lambda _: self._reads.pop(slot, None))
+        return await asyncio.shield(pending)
+
+    def _keep(self, key: str, entry: Entry, *, partial: bool, trusted: bool) -> None:
+        held = self.tier.get(key)
+        if held is not None and held.entry.stored_at > entry.stored_at:
+            return  # never let an older copy replace a newer one
+        generation = self._invalidations.generation if self._invalidations and trusted else -1
+        if partial:
+            entry = Entry(b"", entry.stored_at, entry.etag, entry.negative)
+        self.tier.put(
+            key, entry, expires=self._expires(entry), generation=generation, partial=partial
+        )
+
+    def _expires(self, entry: Entry) -> float:
+        lifetime = self.negative_ttl if entry.negative else self.fresh_ttl + self.stale_ttl
+        return entry.stored_at + lifetime
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def put_many(
+        self,
+        bodies: Mapping[str, bytes],
+        *,
+        stored_at: float,
+        partial: Collection[str] = (),
+    ) -> dict[str, Entry]:
+        """Store `bodies` (keys in `partial`: only their metadata stays in the tier)."""
+        entries = {key: Entry.for_body(body, stored_at) for key, body in bodies.items()}
+        await self._write(entries, self.fresh_ttl + self.stale_ttl, partial)
         return entries
 
     async def put_negative(self, keys: Iterable[str], *, stored_at: float) -> None:
-        raw = Entry(b"", stored_at, "0" * ETAG_LENGTH, negative=True).encode()
-        await self._write([(key, raw) for key in keys], self.negative_ttl)
+        entry = Entry.missing(stored_at)
+        await self._write(dict.fromkeys(keys, entry), self.negative_ttl, ())
 
-    async def delete(self, keys: Iterable[str]) -> None:
+    async def _write(
+        self, entries: Mapping[str, Entry], ttl: float, partial: Collection[str]
+    ) -> None:
+        if ttl <= 0 or not entries:
+            return
+        self._sequence += 1
+        generation = self._invalidations.generation if self._invalidations else 0
+        if self.shared is None:
+            partial = ()  # without Redis the tier is the only copy
+        for key, entry in entries.items():
+            part = key in partial
+            kept = Entry(b"", entry.stored_at, entry.etag) if part else entry
+            self.tier.put(
+                key, kept, expires=entry.stored_at + ttl, generation=generation, partial=part
+            )
+        if self.shared is None:
+            return
+        # A failed shared write is counted by the store; the tier still has the entries.
+        with contextlib.suppress(CacheUnavailable):
+            pairs = list(entries.items())
+            for chunk in chunks(pairs, lambda pair: len(pair[1].body)):
+                await self.shared.set_many([(key, e.encode()) for key, e in chunk], ttl)
+            await self._publish(entries)
+
+    async def _publish(self, keys: Iterable[str]) -> None:
+        if self._invalidations is not None:
+            await self._invalidations.publish(self.keys.channel, keys)
+
+    # -- purging --------------------------------------------------------------------------
+
+    async def delete(self, keys: Iterable[str]) -> int:
+        """Drop entries everywhere; raises CacheUnavailable when Redis did not take it."""
         doomed = list(keys)
-        if self._fallback is not None:
-            await self._fallback.delete(doomed)
-        await self.store.delete(doomed)  # a failed purge must be reported, not hidden
+        self._sequence += 1
+        if self.shared is not None:
+            await self.shared.delete(doomed)
+            with contextlib.suppress(CacheUnavailable):  # replicas also drop at their TTL
+                await self._publish(doomed)
+        self.tier.drop(doomed)
+        return len(doomed)
 
     async def purge_all(self) -> int:
-        if self._fallback is not None:
-            await self._fallback.delete_prefix(self.keys.namespace)
-        return await self.store.delete_prefix(self.keys.namespace)
+        """Drop every cache entry of this account (nothing else: not locks, budget, pause)."""
+        prefix = self.keys.entries_prefix
+        self._sequence += 1
+        count = self.tier.drop_prefix(prefix)
+        if self.shared is not None:
+            doomed = await self.shared.keys_with_prefix(prefix)
+            await self.shared.delete(doomed)
+            with contextlib.suppress(CacheUnavailable):
+                await self._publish(["*" + prefix])
+            count = len(doomed)
+        return count
 
-    async def _read(self, key: str) -> bytes | None:
-        try:
-            return await self.store.get(key)
-        except CacheUnavailable:  # counted by the store; serve from the local tier
-            return self._fallback.get_now(key) if self._fallback else None
 
-    async def _write(self, items: list[tuple[str, bytes]], ttl: float) -> None:
-        if ttl <= 0:
-            return
-        if self._fallback is not None:
-            self._fallback.set_many_now(items, ttl)
-        # A failed shared write is counted by the store; the local tier still has the entry.
-        with contextlib.suppress(CacheUnavailable):
-            await self.store.set_many(items, ttl)
+def _same(a: Entry, b: Entry) -> bool:
+    return a.etag == b.etag and a.stored_at == b.stored_at and a.negative == b.negative

@@ -6,7 +6,11 @@
     ├── Forbidden                 403  a known token without the right
     ├── NotFound                  404  unknown site or connector, disabled admin
     ├── MethodNotAllowed          405  with Allow
+    ├── Conflict                  409  an id listed by several accounts
     ├── TooManyRequests           429  a client over its quota, with Retry-After
+    ├── StoreUnavailable          503  an admin action needs Redis and Redis does not answer
+    ├── HeaderFieldsTooLarge      431  a request head with a header field too long, or too many
+    ├── ClientClosedRequest       499  the client left before the answer (logged, never sent)
     └── UpstreamError             502  upstream answered unusably
         ├── BadUpstreamPayload    502  non-JSON or the wrong shape
         ├── UpstreamUnavailable   503  holding back: pause, open circuit, budget spent
@@ -14,12 +18,17 @@
     CacheUnavailable                   Redis failed; internal only, the service fails open
 
 aiohttp/asyncio exceptions are mapped to these only in `upstream.py`; Redis exceptions only
-in `store.py`.
+in `store.py`.  An error raised while serving from cache carries the cache `outcome` (what
+the cache did: a negative hit, a failed miss), which the HTTP edge renders as Cache-Status.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import Outcome
 
 
 class GatewayError(Exception):
@@ -28,13 +37,13 @@ class GatewayError(Exception):
     slug = "internal"
 
     def __init__(
-        self, detail: str, *, retry_after: float | None = None, cache_status: str | None = None
+        self, detail: str, *, retry_after: float | None = None, outcome: Outcome | None = None
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
-        # What the cache did for this request (RFC 9211), when it got that far.
-        self.cache_status = cache_status
+        # What the cache did for this request, when it got that far.
+        self.outcome = outcome
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
@@ -72,8 +81,24 @@ class MethodNotAllowed(GatewayError):
         return {"Allow": ", ".join(sorted(self.allowed))}
 
 
+class Conflict(GatewayError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class StoreUnavailable(GatewayError):
+    status, title, slug = 503, "Service Unavailable", "cache-unavailable"
+
+
 class TooManyRequests(GatewayError):
     status, title, slug = 429, "Too Many Requests", "client-quota"
+
+
+class HeaderFieldsTooLarge(GatewayError):
+    status, title, slug = 431, "Request Header Fields Too Large", "header-fields-too-large"
+
+
+class ClientClosedRequest(GatewayError):
+    status, title, slug = 499, "Client Closed Request", "client-closed"
 
 
 class UpstreamError(GatewayError):

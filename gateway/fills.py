@@ -1,61 +1,168 @@
-"""What one upstream fetch writes into the cache: a site with its flattened views, or the
-whole fleet.  The only place that turns upstream answers into cache entries.
+"""What one upstream fetch writes into the cache: the only place that turns upstream answers
+into cache entries.
 
-A site fill (`GET /sites/{id}` upstream) writes, in one pipelined batch, the site and its
-flattened connectors and nodes; a 404 writes negative entries for those keys instead.  A
-fleet fill (`GET /sites`) writes the same for every site, the site list, the fleet-wide
-connector list sorted by (site id, connector id), and the connector index: one entry per
-connector id holding the connector's own body, so `/connectors/{id}` on any replica is a
-single read.  Only the fleet fill writes the index, so an id that appears in two sites
-always resolves to the same one (the site with the smaller id), whatever was filled last.
-Normalizing and flattening a large fleet is CPU work, so it runs in a worker thread to keep
-the event loop answering cache hits meanwhile.
+A site fill (`GET /sites/{id}` upstream) writes the site and its flattened connectors and
+nodes; a 404 writes negative entries for those keys instead.  A fleet fill (`GET /sites`)
+writes the same for every site, plus the site list, the known site ids (the gate that keeps
+unknown ids from reaching upstream) and the fleet's connectors in their compact form
+(`fleet.encode_fleet`).  Every JSON body is serialized once: lists are the `b","`-joins of
+their elements' bytes.
+
+Normalizing a large fleet is CPU work: it runs in a worker thread (the event loop keeps
+answering hits), with the garbage collector paused — the fill allocates millions of
+short-lived containers that reference counting frees anyway, and full collections over
+them cost seconds — and the survivors frozen afterwards.  Sites are processed one by one
+and the raw list is released as it goes, so the peak holds one raw fleet, not three.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import Cache, Entry
+import orjson
+
+from .cache import Cache
+from .engine import Filled
 from .errors import BadUpstreamPayload
 from .flatten import duplicate_connector_ids, flatten_connectors, flatten_nodes
+from .fleet import encode_fleet
 from .jsonutil import dumps
+from .keys import Keys
 from .metrics import Metrics
-from .normalize import SiteShapeError, normalize_site, normalize_sites
+from .normalize import SiteShapeError, normalize_site
 from .upstream import Upstream
 
 log = logging.getLogger("gateway.fills")
 
-# Fleets above this many sites are normalized in a worker thread.
+# Fleets above this many sites are built in a worker thread.
 THREAD_THRESHOLD = 20
+_gc_pauses = 0
+_gc_lock = threading.Lock()
 
 
 @dataclass(slots=True)
-class Filled:
-    """The outcome of one fill: entries written, keys now known missing, sites seen."""
+class SiteAges:
+    """When each known site's data was stored (the newest copy this process saw)."""
 
-    entries: dict[str, Entry] = field(default_factory=dict)
-    negative: set[str] = field(default_factory=set)
-    site_ages: dict[str, float] = field(default_factory=dict)
-    remote: bool = False  # another replica did the fill; read the cache for the result
+    stored_at: dict[str, float] = field(default_factory=dict)
+
+    def saw(self, site_id: str, stored_at: float) -> None:
+        if stored_at > self.stored_at.get(site_id, 0.0):
+            self.stored_at[site_id] = stored_at
+
+    def replace(self, site_ids: list[str], stored_at: float) -> None:
+        """A fleet fill: exactly these sites exist now."""
+        self.stored_at = dict.fromkeys(site_ids, stored_at)
 
 
 @dataclass(slots=True)
-class _Built:
+class FleetBuilt:
     bodies: dict[str, bytes]
     site_ids: list[str]
     connector_count: int
+    sites: dict[str, bytes]  # site id -> normalized site JSON (for change detection)
+    duplicates: int  # connector ids seen more than once
+
+
+def build_site(
+    site: dict[str, Any], keys: Keys, bodies: dict[str, bytes]
+) -> tuple[bytes, list[tuple[dict[str, Any], bytes]]]:
+    """The site's own entries into `bodies`; returns its JSON and its connectors' JSON."""
+    site_id = str(site["id"])
+    connectors = flatten_connectors(site)
+    pairs = [(connector, dumps(connector)) for connector in connectors]
+    body = dumps(site)
+    bodies[keys.site(site_id)] = body
+    bodies[keys.site_connectors(site_id)] = _list_body(body for _, body in pairs)
+    bodies[keys.site_nodes(site_id)] = dumps({"data": flatten_nodes(site)})
+    return body, pairs
+
+
+def build_fleet(
+    raw_sites: list[Any],
+    keys: Keys,
+    on_issue: Callable[[str], None],
+    account: str | None = None,
+) -> FleetBuilt:
+    """Every entry a fleet fill writes.  Consumes `raw_sites` (emptied as it goes)."""
+    normalized: list[dict[str, Any]] = []
+    raw_sites.reverse()
+    while raw_sites:
+        raw = raw_sites.pop()
+        try:
+            normalized.append(with_account(normalize_site(raw, on_issue), account))
+        except SiteShapeError:
+            on_issue("site")
+    normalized.sort(key=lambda site: site["id"])
+    bodies: dict[str, bytes] = {}
+    site_bodies: dict[str, bytes] = {}
+    ordered_bodies: list[bytes] = []
+    records: list[tuple[dict[str, Any], bytes]] = []
+    for site in normalized:
+        body, pairs = build_site(site, keys, bodies)
+        site_bodies[str(site["id"])] = body
+        ordered_bodies.append(body)
+        records.extend(pairs)
+    site_ids = [str(site["id"]) for site in normalized]
+    duplicates = duplicate_connector_ids(connector for connector, _ in records)
+    bodies[keys.sites()] = _list_body(ordered_bodies)
+    bodies[keys.known()] = orjson.dumps(site_ids)
+    bodies[keys.fleet()] = encode_fleet(records)
+    if duplicates:
+        log.warning(
+            "duplicate connector ids",
+            extra={"scope": "fleet", "count": len(duplicates), "sample": duplicates[:5]},
+        )
+    return FleetBuilt(bodies, site_ids, len(records), site_bodies, len(duplicates))
+
+
+def with_account(site: dict[str, Any], account: str | None) -> dict[str, Any]:
+    """The site with its account's name right after its id (several accounts only)."""
+    if account is None:
+        return site
+    return {"id": site["id"], "account": account, **site}
+
+
+def _list_body(elements: Any) -> bytes:
+    return b'{"data":[' + b",".join(elements) + b"]}"
+
+
+def _paused_gc(work: Callable[[], FleetBuilt]) -> FleetBuilt:
+    global _gc_pauses
+    with _gc_lock:
+        _gc_pauses += 1
+        gc.disable()
+    try:
+        return work()
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0:
+                gc.enable()
 
 
 class Filler:
-    def __init__(self, cache: Cache, upstream: Upstream, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        upstream: Upstream,
+        metrics: Metrics,
+        ages: SiteAges,
+        *,
+        account: str | None = None,
+    ) -> None:
         self._cache = cache
         self._keys = cache.keys
         self._upstream = upstream
         self._metrics = metrics
+        self.ages = ages
+        self._account = account
 
     def _issue(self, field_name: str) -> None:
         self._metrics.normalization_issues.labels(field_name).inc()
@@ -66,61 +173,38 @@ class Filler:
         if raw is None:
             family = self._keys.site_family(site_id)
             await self._cache.put_negative(family, stored_at=stored_at)
+            self.ages.stored_at.pop(site_id, None)
             return Filled(negative=set(family))
         try:
-            site = normalize_site(raw, self._issue)
+            site = with_account(normalize_site(raw, self._issue), self._account)
         except SiteShapeError as exc:
             raise BadUpstreamPayload(f"upstream site is unusable: {exc}") from None
         bodies: dict[str, bytes] = {}
-        connectors = self._site_bodies(site_id, site, bodies)
-        self._report_duplicates("site", connectors)
+        _, pairs = build_site(site, self._keys, bodies)
+        duplicates = duplicate_connector_ids(connector for connector, _ in pairs)
+        if duplicates:
+            self._metrics.duplicate_connectors.labels("site").inc(len(duplicates))
         entries = await self._cache.put_many(bodies, stored_at=stored_at)
-        return Filled(entries=entries, site_ages={site_id: stored_at})
+        self.ages.saw(site_id, stored_at)
+        return Filled(entries=entries)
 
-    async def fill_sites(self) -> Filled:
+    async def fill_fleet(self) -> Filled:
         raw_sites = await self._upstream.fetch_sites()
         stored_at = self._cache.now()
+
+        def work() -> FleetBuilt:
+            return build_fleet(raw_sites, self._keys, self._issue, self._account)
+
         if len(raw_sites) > THREAD_THRESHOLD:
-            built = await asyncio.to_thread(self._build_fleet, raw_sites)
+            built = await asyncio.to_thread(_paused_gc, work)
+            gc.freeze()  # what survived (caches, indexes) is long-lived: keep GC off it
         else:
-            built = self._build_fleet(raw_sites)
-        entries = await self._cache.put_many(built.bodies, stored_at=stored_at)
+            built = work()
+        if built.duplicates:
+            self._metrics.duplicate_connectors.labels("fleet").inc(built.duplicates)
+        partial = {self._keys.fleet()}
+        entries = await self._cache.put_many(built.bodies, stored_at=stored_at, partial=partial)
+        self.ages.replace(built.site_ids, stored_at)
         self._metrics.sites_cached.set(len(built.site_ids))
         self._metrics.connectors_cached.set(built.connector_count)
-        return Filled(entries=entries, site_ages=dict.fromkeys(built.site_ids, stored_at))
-
-    def _build_fleet(self, raw_sites: list[Any]) -> _Built:
-        sites = normalize_sites(raw_sites, self._issue)
-        bodies: dict[str, bytes] = {self._keys.sites(): dumps({"data": sites})}
-        fleet: list[dict[str, Any]] = []
-        site_ids = [str(site["id"]) for site in sites]
-        for site_id, site in zip(site_ids, sites, strict=True):
-            connectors = self._site_bodies(site_id, site, bodies)
-            for connector in connectors:
-                connector_id = connector.get("id")
-                if connector_id is not None:
-                    # setdefault: the first site (by id) keeps a duplicated id's entry.
-                    bodies.setdefault(self._keys.connector(connector_id), dumps(connector))
-            fleet.extend(connectors)
-        self._report_duplicates("fleet", fleet)
-        bodies[self._keys.fleet_connectors()] = dumps({"data": fleet})
-        return _Built(bodies, site_ids, len(fleet))
-
-    def _site_bodies(
-        self, site_id: str, site: dict[str, Any], bodies: dict[str, bytes]
-    ) -> list[dict[str, Any]]:
-        keys = self._keys
-        connectors = flatten_connectors(site)
-        bodies[keys.site(site_id)] = dumps(site)
-        bodies[keys.site_connectors(site_id)] = dumps({"data": connectors})
-        bodies[keys.site_nodes(site_id)] = dumps({"data": flatten_nodes(site)})
-        return connectors
-
-    def _report_duplicates(self, scope: str, connectors: list[dict[str, Any]]) -> None:
-        duplicates = duplicate_connector_ids(connectors)
-        if duplicates:
-            self._metrics.duplicate_connectors.labels(scope).inc(len(duplicates))
-            log.warning(
-                "duplicate connector ids",
-                extra={"scope": scope, "count": len(duplicates), "sample": duplicates[:5]},
-            )
+        return Filled(entries=entries)

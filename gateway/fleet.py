@@ -1,37 +1,35 @@
-"""Fleet-wide connector paging: an in-process index over the cached fleet connector list,
-filters, and signed opaque cursors.
+"""Fleet-wide connectors: the compact form the fleet fill stores, the in-process index each
+replica keeps of it, filters and paging.
 
-The fleet list (every connector, sorted by site id then connector id) is cached as one
-entry; decoding ~100k connectors per request would be slow, so each process keeps the
-decoded `FleetIndex` for the entry's ETag and re-checks only the tag (a short range read)
-per request.  Paging is by position key, not offset: a cursor names the last connector
-returned, so pages stay consistent when the fleet is refreshed between two calls.
+The fleet fill stores every connector of every site as one entry in a compact record
+format (`encode_fleet`): per connector its site id, id, charging station id, V2G flag and
+its JSON bytes, in (site id, connector id) order.  A replica decodes it once per fleet
+version (`FleetIndex.from_blob`, off the event loop for big fleets) into parallel lists
+of plain strings and byte strings — no per-connector dicts — so 100k connectors cost
+tens of MiB, a page is a `b",".join` of precomputed bytes (no JSON serializing), and
+`/connectors/{id}` is a dict lookup.
 
-Cursors are base64url(JSON) + an HMAC tag keyed from the API secret (shared by every
-replica), bound to the query's filters: a tampered cursor or one from another query → 400.
+Paging is by position key, not offset: a cursor names the last connector returned, so
+pages stay consistent when the fleet is refreshed between two calls.  Cursors live in
+`cursors.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
-import hashlib
-import hmac
+import struct
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from .errors import BadRequest
+from .entry import Entry, make_etag
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
-FILTERS = ("site_id", "charging_station_id", "v2g")
-PARAMETERS = frozenset({*FILTERS, "limit", "cursor"})
-MAX_VALUE_LENGTH = 256
+MAGIC = b"FLT1"
+_RECORD = struct.Struct("!IIIBI")
+_NULL = 0xFFFFFFFF
 
 PositionKey = tuple[str, int, str, int]
 
@@ -41,158 +39,159 @@ class Query:
     site_id: str | None = None
     charging_station_id: str | None = None
     v2g: bool | None = None
+    account: str | None = None
     limit: int = DEFAULT_LIMIT
     after: PositionKey | None = None
 
-    def fingerprint(self) -> str:
-        raw = orjson.dumps([self.site_id, self.charging_station_id, self.v2g])
-        return hashlib.sha256(raw).hexdigest()[:16]
-
-    def matches(self, connector: Mapping[str, Any]) -> bool:
-        if self.charging_station_id is not None and (
-            connector.get("charging_station_id") != self.charging_station_id
-        ):
-            return False
-        return self.v2g is None or connector.get("v2g") is self.v2g
+    @property
+    def filters(self) -> tuple[str | None, str | None, bool | None, str | None]:
+        return (self.site_id, self.charging_station_id, self.v2g, self.account)
 
 
-def _position_order(connector: Mapping[str, Any]) -> tuple[str, bool, str]:
-    connector_id = connector.get("id")
-    return (str(connector.get("site_id")), connector_id is None, str(connector_id or ""))
+def _text(value: Any) -> bytes | None:
+    return None if value is None else str(value).encode("utf-8")
 
 
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    body: bytes
-    etag: str
+def encode_fleet(records: Iterable[tuple[dict[str, Any], bytes]]) -> bytes:
+    """The stored form of (connector, its JSON bytes) pairs, in the order given."""
+    parts = [MAGIC]
+    for connector, body in records:
+        fields = [
+            _text(connector.get("site_id")) or b"",
+            _text(connector.get("id")),
+            _text(connector.get("charging_station_id")),
+        ]
+        lengths = [_NULL if f is None else len(f) for f in fields]
+        parts.append(_RECORD.pack(*lengths, bool(connector.get("v2g")), len(body)))
+        parts.extend(f for f in fields if f)
+        parts.append(body)
+    return b"".join(parts)
 
 
-class PageCache:
-    """The most recently served pages of one fleet version, as bytes: dashboards poll the
-    same pages, and serializing 1000 connectors costs more than everything else in a hit."""
-
-    def __init__(self, size: int = 256, max_bytes: int = 128 << 20) -> None:
-        self._pages: OrderedDict[Query, Rendered] = OrderedDict()
-        self._size = size
-        self._max_bytes = max_bytes  # pages of 1000 connectors are ~0.7 MiB each
-        self._bytes = 0
-
-    def get(self, query: Query) -> Rendered | None:
-        rendered = self._pages.get(query)
-        if rendered is not None:
-            self._pages.move_to_end(query)
-        return rendered
-
-    def put(self, query: Query, rendered: Rendered) -> Rendered:
-        old = self._pages.pop(query, None)
-        if old is not None:
-            self._bytes -= len(old.body)
-        self._pages[query] = rendered
-        self._bytes += len(rendered.body)
-        while self._pages and (len(self._pages) > self._size or self._bytes > self._max_bytes):
-            _, evicted = self._pages.popitem(last=False)
-            self._bytes -= len(evicted.body)
-        return rendered
+def _decode(blob: bytes) -> Iterator[tuple[str, str | None, str | None, bool, bytes]]:
+    if not blob.startswith(MAGIC):
+        raise ValueError("not a fleet blob")
+    view, offset = memoryview(blob), len(MAGIC)
+    while offset < len(blob):
+        site_len, id_len, station_len, v2g, body_len = _RECORD.unpack_from(blob, offset)
+        offset += _RECORD.size
+        texts: list[str | None] = []
+        for length in (site_len, id_len, station_len):
+            if length == _NULL:
+                texts.append(None)
+                continue
+            texts.append(str(view[offset : offset + length], "utf-8"))
+            offset += length
+        body = bytes(view[offset : offset + body_len])
+        offset += body_len
+        yield texts[0] or "", texts[1], texts[2], bool(v2g), body
 
 
 class FleetIndex:
-    def __init__(self, etag: str, connectors: list[dict[str, Any]]) -> None:
+    """One fleet version, decoded: parallel lists in position order."""
+
+    def __init__(
+        self,
+        etag: str,
+        stored_at: float,
+        rows: Iterable[tuple[str, str | None, str | None, bool, bytes]],
+        account: str | None = None,
+    ) -> None:
         self.etag = etag
-        self.rendered = PageCache()
-        # Paging bisects `keys`, so they must ascend. Fills write the list in that order
-        # already (the stable sort is then a linear no-op), but two upstream sites sharing
-        # an id would interleave their connectors and a cursor would skip or repeat some.
-        connectors = sorted(connectors, key=_position_order)
-        self.connectors = connectors
+        self.stored_at = stored_at
+        self.account = account
+        # Paging bisects `keys`, so they must ascend; the fill writes them in that order,
+        # but two upstream sites sharing an id would interleave (the sort is stable).
+        ordered = sorted(rows, key=lambda row: (row[0], row[1] is None, row[1] or ""))
+        self.site_ids = [row[0] for row in ordered]
+        self.ids = [row[1] for row in ordered]
+        self.stations = [row[2] for row in ordered]
+        self.v2g = [row[3] for row in ordered]
+        self.bodies = [row[4] for row in ordered]
         self.keys: list[PositionKey] = []
         self.site_ranges: dict[str, tuple[int, int]] = {}
+        self.by_id: dict[str, int] = {}
         seen: dict[tuple[str, str | None], int] = {}
-        for index, connector in enumerate(connectors):
-            site_id = str(connector.get("site_id"))
-            connector_id = connector.get("id")
+        for index, (site_id, connector_id) in enumerate(zip(self.site_ids, self.ids, strict=True)):
             occurrence = seen.get((site_id, connector_id), 0)
             seen[(site_id, connector_id)] = occurrence + 1
-            self.keys.append(
-                (site_id, 0 if connector_id is not None else 1, str(connector_id or ""), occurrence)
-            )
+            rank = 0 if connector_id is not None else 1
+            self.keys.append((site_id, rank, connector_id or "", occurrence))
             start, _ = self.site_ranges.get(site_id, (index, index))
             self.site_ranges[site_id] = (start, index + 1)
+            if connector_id is not None:
+                self.by_id.setdefault(connector_id, index)  # the first site (by id) wins
+        self.pages = PageCache()
+        self._entries: dict[int, Entry] = {}
 
     @classmethod
-    def from_body(cls, etag: str, body: bytes) -> FleetIndex:
-        return cls(etag, orjson.loads(body)["data"])
+    def from_blob(
+        cls, etag: str, stored_at: float, blob: bytes, account: str | None = None
+    ) -> FleetIndex:
+        return cls(etag, stored_at, _decode(blob), account)
 
-    def page(self, query: Query) -> tuple[list[dict[str, Any]], PositionKey | None]:
-        """Up to `limit` matches after the cursor, and the key to continue after (or None)."""
-        start, end = 0, len(self.connectors)
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def connector(self, connector_id: str) -> Entry | None:
+        """One connector as a cache entry of this fleet version (None: not in the fleet)."""
+        index = self.by_id.get(connector_id)
+        if index is None:
+            return None
+        entry = self._entries.get(index)
+        if entry is None:
+            body = self.bodies[index]
+            entry = Entry(body, self.stored_at, make_etag(body))
+            if len(self._entries) < 100_000:
+                self._entries[index] = entry
+        return entry
+
+    def page(self, query: Query) -> tuple[list[int], PositionKey | None]:
+        """Positions of up to `limit` matches after the cursor, and where to continue."""
+        start, end = 0, len(self.bodies)
+        if query.account is not None and query.account != self.account:
+            return [], None
         if query.site_id is not None:
             start, end = self.site_ranges.get(query.site_id, (0, 0))
         if query.after is not None:
             start = max(start, bisect.bisect_right(self.keys, query.after))
-        found: list[dict[str, Any]] = []
-        last = start
+        found: list[int] = []
+        station, v2g = query.charging_station_id, query.v2g
         for position in range(start, end):
-            connector = self.connectors[position]
-            if query.matches(connector):
-                if len(found) == query.limit:
-                    # There is at least one more match: continue after the last one returned.
-                    return found, self.keys[last]
-                found.append(connector)
-                last = position
+            if station is not None and self.stations[position] != station:
+                continue
+            if v2g is not None and self.v2g[position] is not v2g:
+                continue
+            if len(found) == query.limit:
+                # There is at least one more match: continue after the last one returned.
+                return found, self.keys[found[-1]]
+            found.append(position)
         return found, None
 
 
-class Cursors:
-    def __init__(self, secret: bytes) -> None:
-        self._key = hashlib.sha256(b"chargepilot-gateway cursor\x00" + secret).digest()
+class PageCache:
+    """The most recently served pages of one fleet version, as bytes: dashboards poll the
+    same pages, and joining 1000 connectors' bytes still costs more than a hit."""
 
-    def encode(self, query: Query, after: PositionKey) -> str:
-        payload = orjson.dumps({"q": query.fingerprint(), "k": list(after)})
-        tag = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(tag + payload).decode("ascii").rstrip("=")
+    def __init__(self, size: int = 256, max_bytes: int = 128 << 20) -> None:
+        self._pages: OrderedDict[Query, Entry] = OrderedDict()
+        self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
 
-    def decode(self, query: Query, cursor: str) -> PositionKey:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        except (binascii.Error, ValueError):
-            raise BadRequest("cursor is not valid") from None
-        tag, payload = raw[:16], raw[16:]
-        expected = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
-        if len(tag) != 16 or not hmac.compare_digest(tag, expected):
-            raise BadRequest("cursor is not valid")
-        data = orjson.loads(payload)
-        if data.get("q") != query.fingerprint():
-            raise BadRequest("cursor belongs to another query (filters differ)")
-        site_id, rank, connector_id, occurrence = data["k"]
-        return (str(site_id), int(rank), str(connector_id), int(occurrence))
+    def get(self, query: Query) -> Entry | None:
+        page = self._pages.get(query)
+        if page is not None:
+            self._pages.move_to_end(query)
+        return page
 
-
-def parse_query(params: Mapping[str, str], cursors: Cursors) -> Query:
-    """Validate `/connectors` query parameters; any problem is a 400 naming the parameter."""
-    unknown = sorted(set(params) - PARAMETERS)
-    if unknown:
-        raise BadRequest(
-            f"unknown query parameter {unknown[0]!r}; allowed: " + ", ".join(sorted(PARAMETERS))
-        )
-    for name, value in params.items():
-        longest = 4096 if name == "cursor" else MAX_VALUE_LENGTH
-        if not value or len(value) > longest or any(ord(c) < 32 for c in value):
-            raise BadRequest(f"query parameter {name!r} is empty or malformed")
-    v2g: bool | None = None
-    if "v2g" in params:
-        if params["v2g"] not in ("true", "false"):
-            raise BadRequest("v2g must be true or false")
-        v2g = params["v2g"] == "true"
-    limit = DEFAULT_LIMIT
-    if "limit" in params:
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            raise BadRequest("limit must be an integer") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    query = Query(params.get("site_id"), params.get("charging_station_id"), v2g, limit)
-    if "cursor" in params:
-        after = cursors.decode(query, params["cursor"])
-        query = Query(query.site_id, query.charging_station_id, v2g, limit, after)
-    return query
+    def put(self, query: Query, page: Entry) -> Entry:
+        old = self._pages.pop(query, None)
+        if old is not None:
+            self._bytes -= len(old.body)
+        self._pages[query] = page
+        self._bytes += len(page.body)
+        while self._pages and (len(self._pages) > self._size or self._bytes > self._max_bytes):
+            _, evicted = self._pages.popitem(last=False)
+            self._bytes -= len(evicted.body)
+        return page

@@ -17,6 +17,7 @@ import secrets
 from typing import Protocol
 
 from .errors import CacheUnavailable
+from .keys import Keys
 from .store import RedisStore
 
 _UNLOCK = """
@@ -50,16 +51,11 @@ class RedisCoordinator:
     """Cross-replica fetch locks on Redis; on Redis errors every lock is granted locally."""
 
     def __init__(
-        self,
-        redis: RedisStore,
-        *,
-        lock_ttl: float,
-        prefix: str = "cpgw:v1:lock:",
-        poll: float = 0.02,
+        self, redis: RedisStore, keys: Keys, *, lock_ttl: float, poll: float = 0.02
     ) -> None:
         self._redis = redis
         self._ttl_ms = max(1, int(lock_ttl * 1000))
-        self._prefix = prefix
+        self._key = keys.lock
         self._poll = poll
 
     async def try_lock(self, name: str) -> str | None:
@@ -67,9 +63,7 @@ class RedisCoordinator:
         try:
             won = await self._redis.call(
                 "lock",
-                lambda: self._redis.client.set(
-                    self._prefix + name, token, nx=True, px=self._ttl_ms
-                ),
+                lambda: self._redis.client.set(self._key(name), token, nx=True, px=self._ttl_ms),
             )
         except CacheUnavailable:
             return "local"
@@ -80,7 +74,7 @@ class RedisCoordinator:
             return
         with contextlib.suppress(CacheUnavailable):  # the lock expires by itself
             await self._redis.call(
-                "unlock", lambda: self._redis.client.eval(_UNLOCK, 1, self._prefix + name, token)
+                "unlock", lambda: self._redis.client.eval(_UNLOCK, 1, self._key(name), token)
             )
 
     async def wait_unlocked(self, name: str) -> None:
@@ -89,7 +83,7 @@ class RedisCoordinator:
         while loop.time() < deadline:
             try:
                 held = await self._redis.call(
-                    "lock_wait", lambda: self._redis.client.exists(self._prefix + name)
+                    "lock_wait", lambda: self._redis.client.exists(self._key(name))
                 )
             except CacheUnavailable:
                 return

@@ -53,6 +53,10 @@ ALLOWED_FIELDS = frozenset(
         "keys",
         "signal",
         "detail",
+        "delay",
+        "soft_limit",
+        "hard_limit",
+        "max_connections",
     }
 )
 # Names LogRecord itself uses; an allowed field must never shadow one of them (tested).

@@ -14,6 +14,8 @@ in `normalize.py`, and only site ids appear as ids (`gateway_site_data_age_secon
 from __future__ import annotations
 
 import os
+import platform
+from collections.abc import Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -54,9 +56,16 @@ def multiprocess_dir() -> str | None:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, account_label: bool = False
+    ) -> None:
+        """`account_label`: with several upstream accounts, the upstream metrics and the
+        circuit gauge carry an `account` label (the contract); with one they don't."""
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
+        account = ["account"] if account_label else []
+        self.account_label = account_label
+        self._reported_ages: set[str] = set()
         self.http_requests = Counter(
             "gateway_http_requests_total",
             "HTTP requests answered",
@@ -85,19 +94,20 @@ class Metrics:
         self.upstream_requests = Counter(
             "gateway_upstream_requests_total",
             "Calls to the ChargePilot API",
-            ["endpoint", "outcome"],
+            [*account, "endpoint", "outcome"],
             registry=reg,
         )
         self.upstream_duration = Histogram(
             "gateway_upstream_request_duration_seconds",
             "Duration of ChargePilot API calls",
-            ["endpoint"],
+            [*account, "endpoint"],
             buckets=UPSTREAM_BUCKETS,
             registry=reg,
         )
         self.circuit_open = Gauge(
             "gateway_upstream_circuit_open",
             "1 while the upstream circuit is open",
+            account,
             registry=reg,
             multiprocess_mode="livemax",
         )
@@ -150,10 +160,44 @@ class Metrics:
             ["scope"],
             registry=reg,
         )
+        self.http_connections = Gauge(
+            "gateway_http_connections",
+            "Open client connections",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.http_connections_closed = Counter(
+            "gateway_http_connections_closed_total",
+            "Client connections the gateway closed: over the connection limit (limit), no "
+            "complete request head in time (header_timeout), unparsable request (malformed)",
+            ["reason"],
+            registry=reg,
+        )
 
-        # Series alerts rely on exist from the start (at 0), so `increase()` sees the first one.
+        self.build_info = Gauge(
+            "gateway_build_info",
+            "Always 1; the labels say which build runs",
+            ["version", "python"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        from . import __version__
+
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+
+    def prime_account(self, labels: tuple[str, ...]) -> None:
+        """Series alerts rely on exist from the start (at 0), so `increase()` sees the
+        first one; `labels` is the account's leading labels (empty with one account)."""
         for endpoint in ("/sites", "/sites/{id}"):
-            self.upstream_requests.labels(endpoint, "429")
+            self.upstream_requests.labels(*labels, endpoint, "429")
+
+    def report_site_ages(self, stored_at: Mapping[str, float], now: float) -> None:
+        """Set the data-age gauge of every known site; drop the series of sites gone."""
+        for site_id, when in stored_at.items():
+            self.site_data_age.labels(site_id).set(round(now - when, 3))
+        for gone in self._reported_ages - stored_at.keys():
+            self.site_data_age.remove(gone)
+        self._reported_ages = set(stored_at)
 
     def render(self) -> bytes:
         """The text exposition; aggregated over all workers in multiprocess mode."""

@@ -1,10 +1,14 @@
 """The HTTP edge: request ids, auth, client quotas, problem+json errors, access log, metrics.
 
 One middleware wraps every request.  It assigns the request id (echoed or generated) and
-puts it in the logging context, checks bearer tokens, turns every failure — the gateway's
+puts it in the logging context, checks bearer tokens, takes from the client's quota (a
+client is its token name, or its address: `quota.py`), turns every failure — the gateway's
 own `GatewayError`s, aiohttp's router 404/405, and anything unexpected — into an RFC 9457
 `application/problem+json` answer (never a traceback), and records one access log line and
-the HTTP metrics under the route *template*.
+the HTTP metrics under the route *template*.  While the process drains (after SIGTERM)
+every response closes its connection, so clients reconnect to a replica that stays.
+`Auth` holds the tokens; SIGHUP swaps them in place (`Auth.replace`).
+Requests aiohttp cannot parse never get here: `connection.py` answers them.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import (
+    BadRequest,
+    ClientClosedRequest,
     Forbidden,
     GatewayError,
     MethodNotAllowed,
@@ -28,17 +36,21 @@ from .errors import (
     TooManyRequests,
     Unauthorized,
 )
+from .lifecycle import Drain
 from .logs import request_id_var, upstream_outcomes_var
 from .metrics import Metrics
+from .quota import ClientAddress, ClientQuota
+from .responses import COLLAPSED_KEY, RESULT_KEY, cache_status, note
 from .settings import Secret
 
 access_log = logging.getLogger("gateway.access")
 log = logging.getLogger("gateway.http")
 
 PROBLEM_TYPE = "application/problem+json"
+UNREADABLE_BODY = "the request body is malformed or cannot be decoded"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-RESULT_KEY = web.RequestKey("cache_result", str)
 ERROR_KEY = web.RequestKey("error", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,45 +64,31 @@ def problem(error: GatewayError, request_id: str) -> web.Response:
         "request_id": request_id,
     }
     headers = error.headers()
-    if error.cache_status is not None:
-        headers["Cache-Status"] = error.cache_status
+    if error.outcome is not None:
+        headers["Cache-Status"] = cache_status(error.outcome)
     return web.Response(
         status=error.status, body=orjson.dumps(body), content_type=PROBLEM_TYPE, headers=headers
     )
 
 
-class ClientQuota:
-    """A token bucket per client name (per process): `rps` requests/s, burst of 2 s."""
-
-    def __init__(self, rps: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rps = rps
-        self._burst = max(1.0, rps * 2)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._clock = clock
-
-    def take(self, client: str) -> float:
-        """0 when admitted, else seconds until a token is available."""
-        if self._rps <= 0:
-            return 0.0
-        now = self._clock()
-        tokens, last = self._buckets.get(client, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rps)
-        if tokens >= 1:
-            self._buckets[client] = (tokens - 1, now)
-            return 0.0
-        self._buckets[client] = (tokens, now)
-        return (1 - tokens) / self._rps
-
-
 class Auth:
     def __init__(self, client_tokens: Mapping[str, Secret], admin_token: Secret | None) -> None:
+        self.replace(client_tokens, admin_token)
+
+    def replace(self, client_tokens: Mapping[str, Secret], admin_token: Secret | None) -> None:
+        """Swap in new tokens (SIGHUP); requests already past the check are not affected."""
         self._clients = [(name, token.reveal().encode()) for name, token in client_tokens.items()]
         self._admin = admin_token.reveal().encode() if admin_token else None
 
-    def client_for(self, request: web.Request) -> str:
-        """The client name for a data route; raises 401 when tokens are configured."""
+    @property
+    def client_tokens_on(self) -> bool:
+        return bool(self._clients)
+
+    def client_for(self, request: web.Request) -> str | None:
+        """The token name for a data route (None when tokens are off); raises 401 when
+        tokens are on and the request has no known one."""
         if not self._clients:
-            return "anonymous"
+            return None
         presented = _bearer(request)
         if presented is None:
             raise Unauthorized("send Authorization: Bearer <token>")
@@ -119,6 +117,9 @@ class Auth:
         return found
 
 
+AUTH = web.AppKey("auth", Auth)
+
+
 def _bearer(request: web.Request) -> bytes | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
@@ -131,10 +132,20 @@ def route_template(request: web.Request) -> str:
     resource = route.resource
     if resource is None or isinstance(request.match_info.http_exception, web.HTTPException):
         return "unmatched"
-    return resource.canonical.replace("{id:.+}", "{id}")
+    return _PATTERN.sub(r"{\1}", resource.canonical)
 
 
-def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
+def make_middleware(
+    metrics: Metrics,
+    auth: Auth,
+    quota: ClientQuota,
+    *,
+    client_address: ClientAddress | None = None,
+    drain: Drain | None = None,
+) -> Any:
+    address_of = client_address or ClientAddress()
+    drain = drain or Drain()
+
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -150,23 +161,41 @@ def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
                 if route.startswith("/admin/"):
                     auth.check_admin(request)
                 elif request.path not in OPEN_PATHS and route != "unmatched":
-                    client = auth.client_for(request)
+                    client = auth.client_for(request) or address_of(request)
                     wait = quota.take(client)
                     if wait > 0:
                         raise TooManyRequests("client quota exceeded", retry_after=wait)
                 response = await handler(request)
             except GatewayError as error:
                 request[ERROR_KEY] = error.slug
+                if error.outcome is not None:
+                    note(request, error.outcome)
                 response = problem(error, request_id)
             except web.HTTPException as exc:
                 response = problem(_from_http(exc), request_id)
-            except Exception:
-                log.exception("unhandled error", extra={"route": route})
-                response = problem(GatewayError("the gateway failed; see its logs"), request_id)
+            except (RequestPayloadError, HttpProcessingError):
+                # The body could not be read (framing, encoding): the client's mistake; the
+                # connection handler logs it once.
+                request[ERROR_KEY] = "bad-request"
+                response = problem(BadRequest(UNREADABLE_BODY), request_id)
+            except Exception as exc:
+                if isinstance(exc, ConnectionError) and _client_gone(request):
+                    request[ERROR_KEY] = "client-closed"  # nobody is left to answer
+                    response = problem(ClientClosedRequest("the client went away"), request_id)
+                else:
+                    log.exception("unhandled error", extra={"route": route})
+                    response = problem(GatewayError("the gateway failed; see its logs"), request_id)
             response.headers["X-Request-ID"] = request_id
+            if drain.active:
+                response.force_close()  # go to a replica that is not shutting down
             duration = time.perf_counter() - started
             metrics.http_requests.labels(route, request.method, str(response.status)).inc()
             metrics.http_duration.labels(route).observe(duration)
+            result = request.get(RESULT_KEY)
+            if result is not None:
+                metrics.cache_lookups.labels(route, result).inc()
+            if request.get(COLLAPSED_KEY):
+                metrics.coalesced.labels(route).inc()
             access_log.info(
                 "request",
                 extra={
@@ -186,6 +215,11 @@ def make_middleware(metrics: Metrics, auth: Auth, quota: ClientQuota) -> Any:
             upstream_outcomes_var.reset(outcomes_token)
 
     return edge
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _from_http(exc: web.HTTPException) -> GatewayError:

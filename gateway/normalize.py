@@ -299,12 +299,12 @@ def normalize_site(raw: object, on_issue: IssueHandler = _ignore) -> dict[str, A
     """The CONTRACT's Site for one raw upstream site.
 
     Raises SiteShapeError when `raw` is not an object or has no id readable as a non-empty
-    (not only whitespace) string; `on_issue` gets one call per repaired value otherwise.
+    string; `on_issue` gets one call per repaired value otherwise.
     """
     if not isinstance(raw, dict):
         raise SiteShapeError(f"site is a {type(raw).__name__}, not an object")
     site_id = _read_string(raw.get("id"), "site.id", _ignore)
-    if site_id is None or not site_id.strip():
+    if not site_id:  # any non-empty string is an id (the contract: " " is one too)
         raise SiteShapeError("site has no usable id")
     site: dict[str, Any] = {"id": site_id}
     site.update(

@@ -1,6 +1,6 @@
 """HTTP views: parse and validate input, call the site service, shape the answer.
 
-Knows HTTP (ETag/If-None-Match, Age, Cache-Status) and nothing of caching decisions.
+Knows HTTP and nothing of caching decisions; `responses.py` renders what the cache did.
 """
 
 from __future__ import annotations
@@ -12,98 +12,42 @@ import orjson
 from aiohttp import web
 
 from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS
-from .cache import make_etag
-from .errors import BadRequest
-from .fleet import Rendered, parse_query
-from .middleware import RESULT_KEY
+from .cursors import parse_query
+from .errors import BadRequest, CacheUnavailable, StoreUnavailable
+from .ids import validate_id
 from .openapi import document
-from .service import Served
-
-MAX_ID_LENGTH = 256
-JSON = "application/json"
+from .responses import respond
 
 
-def validate_id(value: str, what: str) -> str:
-    """Ids travel upstream as one path segment: refuse anything that could be more."""
-    if not value or len(value) > MAX_ID_LENGTH:
-        raise BadRequest(f"{what} must be 1 to {MAX_ID_LENGTH} characters")
-    if value in (".", "..") or "/" in value or "\\" in value:
-        raise BadRequest(f"{what} must not contain '/', '\\\\' or be '.' or '..'")
-    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in value):
-        raise BadRequest(f"{what} must not contain control characters")
-    return value
-
-
-def _matches(if_none_match: str, etag: str) -> bool:
-    if if_none_match.strip() == "*":
-        return True
-    for candidate in if_none_match.split(","):
-        candidate = candidate.strip().removeprefix("W/")
-        if candidate == etag:
-            return True
-    return False
-
-
-def respond(request: web.Request, served: Served, derived: Rendered | None = None) -> web.Response:
-    """200 with the entry (or a body `derived` from it), or 304 when the client has it."""
-    payload = served.entry.body if derived is None else derived.body
-    etag = f'"{served.entry.etag if derived is None else derived.etag}"'
-    request[RESULT_KEY] = served.result
-    headers = {
-        "ETag": etag,
-        "Age": str(int(served.age)),
-        "Cache-Status": served.cache_status,
-        "Cache-Control": "no-cache",
-    }
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and _matches(if_none_match, etag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=payload, content_type=JSON, headers=headers)
+def _site_id(request: web.Request) -> str:
+    return validate_id(request.match_info["id"], "site id")
 
 
 async def list_sites(request: web.Request) -> web.Response:
-    served = await request.app[SERVICE].sites("/sites")
-    return respond(request, served)
+    return respond(request, await request.app[SERVICE].sites())
 
 
 async def get_site(request: web.Request) -> web.Response:
-    site_id = validate_id(request.match_info["id"], "site id")
-    served = await request.app[SERVICE].site("/sites/{id}", site_id)
-    return respond(request, served)
+    return respond(request, await request.app[SERVICE].site(_site_id(request)))
 
 
 async def site_connectors(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    site_id = validate_id(request.match_info["id"], "site id")
-    key = service.keys.site_connectors(site_id)
-    return respond(request, await service.site("/sites/{id}/connectors", site_id, key))
+    return respond(request, await request.app[SERVICE].site(_site_id(request), "connectors"))
 
 
 async def site_nodes(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    site_id = validate_id(request.match_info["id"], "site id")
-    key = service.keys.site_nodes(site_id)
-    return respond(request, await service.site("/sites/{id}/nodes", site_id, key))
+    return respond(request, await request.app[SERVICE].site(_site_id(request), "nodes"))
 
 
 async def list_connectors(request: web.Request) -> web.Response:
-    query = parse_query(request.query, request.app[CURSORS])
-    if query.site_id is not None:
-        validate_id(query.site_id, "site_id")
-    index, served = await request.app[SERVICE].fleet_index("/connectors")
-    rendered = index.rendered.get(query)
-    if rendered is None:
-        page, after = index.page(query)
-        cursor = request.app[CURSORS].encode(query, after) if after is not None else None
-        body = orjson.dumps({"data": page, "next_cursor": cursor})
-        rendered = index.rendered.put(query, Rendered(body, make_etag(body)))
-    return respond(request, served, rendered)
+    cursors = request.app[CURSORS]
+    query = parse_query(request.query, cursors)
+    return respond(request, await request.app[SERVICE].connectors(query, cursors))
 
 
 async def get_connector(request: web.Request) -> web.Response:
     connector_id = validate_id(request.match_info["id"], "connector id")
-    served = await request.app[SERVICE].connector("/connectors/{id}", connector_id)
-    return respond(request, served)
+    return respond(request, await request.app[SERVICE].connector(connector_id))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -121,10 +65,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def metrics_view(app: web.Application, request: web.Request) -> web.Response:
     app_metrics = app[METRICS]
-    service = app[SERVICE]
-    now = time.time()
-    for site_id, stored_at in service.site_stored_at.items():
-        app_metrics.site_data_age.labels(site_id).set(round(now - stored_at, 3))
+    app_metrics.report_site_ages(app[SERVICE].ages.stored_at, time.time())
     return web.Response(
         body=app_metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -146,11 +87,16 @@ async def purge(request: web.Request) -> web.Response:
     if site_id is not None and not isinstance(site_id, str):
         raise BadRequest("site_id must be a string")
     service = request.app[SERVICE]
-    if site_id is None:
-        dropped = await service.purge_all()
-        return web.json_response({"purged": "all", "keys": dropped}, dumps=_dumps)
-    dropped = await service.purge_site(validate_id(site_id, "site_id"))
-    return web.json_response({"purged": site_id, "keys": dropped}, dumps=_dumps)
+    if site_id is not None:
+        validate_id(site_id, "site_id")
+    try:
+        if site_id is None:
+            dropped = await service.purge_all()
+        else:
+            dropped = await service.purge_site(site_id)
+    except CacheUnavailable:
+        raise StoreUnavailable("Redis did not answer; nothing was purged", retry_after=1) from None
+    return web.json_response({"purged": site_id or "all", "keys": dropped}, dumps=_dumps)
 
 
 def _dumps(value: Any) -> str:
@@ -158,14 +104,15 @@ def _dumps(value: Any) -> str:
 
 
 def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
-    # Order matters: `{id:.+}` catches ids with '/' (or %2F) so they get a 400, not a 404.
+    # `{id:[^/]+}`: one raw path segment; aiohttp matches on the path with %2F still
+    # encoded, so an id holding '/' (sent as %2F) or braces is one segment like any other.
     router = app.router
     router.add_get("/sites", list_sites, allow_head=False)
-    router.add_get("/sites/{id}/connectors", site_connectors, allow_head=False)
-    router.add_get("/sites/{id}/nodes", site_nodes, allow_head=False)
-    router.add_get("/sites/{id:.+}", get_site, allow_head=False)
+    router.add_get("/sites/{id:[^/]+}/connectors", site_connectors, allow_head=False)
+    router.add_get("/sites/{id:[^/]+}/nodes", site_nodes, allow_head=False)
+    router.add_get("/sites/{id:[^/]+}", get_site, allow_head=False)
     router.add_get("/connectors", list_connectors, allow_head=False)
-    router.add_get("/connectors/{id:.+}", get_connector, allow_head=False)
+    router.add_get("/connectors/{id:[^/]+}", get_connector, allow_head=False)
     router.add_get("/healthz", healthz, allow_head=False)
     router.add_get("/readyz", readyz, allow_head=False)
     if with_metrics:

@@ -1,292 +1,264 @@
-"""The site service: the one place that decides hit, miss, stale, collapse and fetch.
+"""The site service of one account: which fill writes which key, the known-id gate, and the
+decoded fleet each replica keeps for paging.  Decisions about hit, stale and fetch are the
+engine's (`engine.py`); HTTP is the routes'.
 
-A request for cache key K (whose data comes from fill F: the fleet fill or one site's fill):
+Keys and the fills that write them:
 
-    lookup K ── fresh ──────────────► serve (hit); if little freshness is left, refresh F
-       │    └── negative ───────────► 404 (negative_hit)
-       ├─ stale ────────────────────► serve stale at once; refresh F in the background
-       └─ miss ─► fetch F (collapsed) ► serve what F wrote for K (fwd=miss; stored)
+    sites, known, fleet                       ← the fleet fill   (upstream GET /sites)
+    site:{id}, site:{id}:connectors, :nodes   ← that site's fill (upstream GET /sites/{id}),
+                                                and the fleet fill
+    /connectors pages, /connectors/{id}       ← read from the decoded fleet (`FleetIndex`)
 
-Collapsing has two levels.  In one process, concurrent fetches of F share one task
-(`_inflight`), and joiners are marked `collapsed`.  Across replicas, the task first takes a
-short lock in Redis (`Coordinator`); a replica that finds the lock taken waits for it to be
-released and then reads what the holder stored, instead of calling upstream.  A holder that
-dies blocks others no longer than the lock's expiry; then a waiter fetches itself.
-
-A refresh failure never touches the good entry: fills only write after a good answer, and
-only an upstream 404 writes negative entries.  Background refreshes are tracked, logged on
-failure, and cancelled on shutdown.
+The known-id gate (contract "Ids"): before an id's miss may go upstream, it must be in the
+fleet list.  A list stored less than `GATEWAY_NEGATIVE_TTL` ago is trusted to be complete,
+so an id not in it is a 404 without an upstream call; an older (or absent) list is refreshed
+first — one shared fetch; after a failed attempt the next waits (see `_refresh_list`), so
+unknown ids can never spend the upstream budget one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 
-from .cache import Cache, Entry, Lookup
+from .cache import Cache
+from .cursors import Cursors
+from .engine import Fill, FillEngine, Outcome, Served
+from .entry import Entry, Lookup, make_etag
 from .errors import GatewayError, NotFound, UpstreamUnavailable
-from .fills import Filled, Filler
-from .fleet import FleetIndex
-from .locks import Coordinator, LocalCoordinator
-from .metrics import Metrics
+from .fills import Filler
+from .fleet import FleetIndex, Query
 
-log = logging.getLogger("gateway.service")
-CACHE_NAME = "chargepilot-gateway"
-MAX_WAIT_ROUNDS = 3
+VIEWS = ("site", "connectors", "nodes")
+LIST_RETRY = 1.0
 DECODE_IN_THREAD = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class Fill:
-    """One upstream fetch, for the key `probe` that a request needs (the fetch writes it):
-    a lock winner that finds `probe` fresh knows another replica has just done the work."""
-
-    name: str
-    probe: str
-    run: Callable[[], Awaitable[Filled]]
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    entry: Entry
-    cache_status: str
-    age: float
-    result: str  # hit, miss, stale
+class Known:
+    ids: frozenset[str]
+    etag: str
+    stored_at: float
 
 
 class SiteService:
     def __init__(
         self,
-        cache: Cache,
+        engine: FillEngine,
         filler: Filler,
-        metrics: Metrics,
         *,
-        coordinator: Coordinator | None = None,
-        upstream_available: Callable[[], bool],
-        refresh_ahead: float = 0.1,
+        negative_ttl: float,
+        account: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cache = cache
-        self.keys = cache.keys
-        self._filler = filler
-        self._metrics = metrics
-        self._coordinator = coordinator or LocalCoordinator()
-        self._upstream_available = upstream_available
-        self._refresh_ahead = refresh_ahead
-        self._inflight: dict[str, asyncio.Task[Filled]] = {}
-        self.site_stored_at: dict[str, float] = {}
-        self._fleet: FleetIndex | None = None
+        self.engine = engine
+        self.cache: Cache = engine.cache
+        self.keys = self.cache.keys
+        self.filler = filler
+        self.ages = filler.ages
+        self.account = account
+        self._negative_ttl = negative_ttl
+        self._monotonic = monotonic
+        self._known: Known | None = None
+        self._list_retry_at = -1e18
+        self._index: FleetIndex | None = None
+        self._loading: dict[str, asyncio.Task[FleetIndex]] = {}
 
-    # -- what the routes ask for -------------------------------------------------------
+    # -- fills ----------------------------------------------------------------------------
 
-    def _fleet_fill(self, probe: str) -> Fill:
-        return Fill("fleet", probe, self._filler.fill_sites)
+    def fleet_fill(self) -> Fill:
+        return Fill("fleet", self.keys.known(), self.filler.fill_fleet)
 
-    def _site_fill(self, site_id: str, probe: str) -> Fill:
-        return Fill(f"site:{site_id}", probe, lambda: self._filler.fill_site(site_id))
-
-    async def sites(self, route: str) -> Served:
-        key = self.keys.sites()
-        return await self._serve(route, key, self._fleet_fill(key))
-
-    async def fleet_index(self, route: str) -> tuple[FleetIndex, Served]:
-        """The decoded fleet connector list; re-decoded only when its ETag changes."""
-        key = self.keys.fleet_connectors()
-        peeked = await self.cache.peek(key)
-        current = self._fleet
-        if peeked is not None and current is not None and peeked.entry.etag == current.etag:
-            served = self._from_lookup(route, peeked, self._fleet_fill(key), None)
-            return current, served
-        served = await self._serve(route, key, self._fleet_fill(key))
-        if current is None or current.etag != served.entry.etag:
-            entry = served.entry
-            if len(entry.body) > DECODE_IN_THREAD:  # keep serving hits while a big fleet decodes
-                current = await asyncio.to_thread(FleetIndex.from_body, entry.etag, entry.body)
-            else:
-                current = FleetIndex.from_body(entry.etag, entry.body)
-            self._fleet = current
-        return current, served
-
-    async def site(self, route: str, site_id: str, key: str | None = None) -> Served:
-        key = key or self.keys.site(site_id)
-        served = await self._serve(
-            route, key, self._site_fill(site_id, key), missing=f"site {site_id!r} not found"
+    def _gate_fill(self) -> Fill:
+        """The fleet fill as the gate asks for it: satisfied by a list younger than the
+        negative TTL (another replica refreshed it a moment ago)."""
+        return Fill(
+            "fleet",
+            self.keys.known(),
+            self.filler.fill_fleet,
+            satisfied=lambda lookup: self._list_age(lookup.entry) < self._negative_ttl,
         )
-        # Another replica may have refreshed it: the age gauge follows the newest copy seen.
-        if served.entry.stored_at > self.site_stored_at.get(site_id, 0.0):
-            self.site_stored_at[site_id] = served.entry.stored_at
+
+    def site_fill(self, site_id: str) -> Fill:
+        return Fill(
+            f"site:{site_id}", self.keys.site(site_id), lambda: self.filler.fill_site(site_id)
+        )
+
+    # -- what the routes ask for ----------------------------------------------------------
+
+    async def sites(self) -> Served:
+        return await self.engine.serve(self.keys.sites(), self.fleet_fill())
+
+    async def site(self, site_id: str, view: str = "site") -> Served:
+        key = {
+            "site": self.keys.site,
+            "connectors": self.keys.site_connectors,
+            "nodes": self.keys.site_nodes,
+        }[view](site_id)
+        served = await self.engine.serve(
+            key,
+            self.site_fill(site_id),
+            missing=f"site {site_id!r} not found",
+            admit=lambda: self._admit(site_id),
+        )
+        self.ages.saw(site_id, served.entry.stored_at)
         return served
 
-    async def connector(self, route: str, connector_id: str) -> Served:
-        """Index read; on a miss, the fleet fill (collapsed) tells which connectors exist."""
-        key = self.keys.connector(connector_id)
+    async def connector(self, connector_id: str) -> Served:
         missing = f"connector {connector_id!r} not found"
-        lookup = await self.cache.get(key)
-        if lookup is not None:
-            return self._from_lookup(route, lookup, self._fleet_fill(key), missing)
-        self._metrics.cache_lookups.labels(route, "miss").inc()
-        fleet = await self.cache.peek(self.keys.sites())
-        if fleet is not None and fleet.fresh:
-            # The fleet is current and has no such connector.
-            raise NotFound(missing, cache_status=f"{CACHE_NAME}; hit; detail=negative")
-        filled, collapsed = await _marked_miss(self._fetch(self._fleet_fill(key), route))
-        entry = filled.entries.get(key)
+        index, served = await self.fleet_index()
+        entry = index.connector(connector_id)
+        if entry is None and self._list_age_s(index.stored_at) >= self._negative_ttl:
+            # The fleet we hold may predate this connector: refresh it once, then look again.
+            await self._refresh_list()
+            index, served = await self.fleet_index()
+            entry = index.connector(connector_id)
         if entry is None:
-            lookup = await self.cache.get(key)
-            if lookup is None or lookup.entry.negative:
-                raise NotFound(missing, cache_status=_stored_status(collapsed))
-            entry = lookup.entry
-        return Served(entry, _stored_status(collapsed), self._age(entry), "miss")
+            raise NotFound(missing, outcome=_unknown(served.outcome))
+        return Served(entry, served.outcome, served.age)
 
-    # -- the decision --------------------------------------------------------------------
-
-    async def _serve(
-        self, route: str, key: str, fill: Fill, *, missing: str | None = None
-    ) -> Served:
-        lookup = await self.cache.get(key)
-        if lookup is not None:
-            return self._from_lookup(route, lookup, fill, missing)
-        self._metrics.cache_lookups.labels(route, "miss").inc()
-        for _ in range(MAX_WAIT_ROUNDS):
-            filled, collapsed = await _marked_miss(self._fetch(fill, route))
-            status = _stored_status(collapsed)
-            entry = filled.entries.get(key)
-            if entry is not None:
-                return Served(entry, status, 0.0, "miss")
-            if key not in filled.negative:
-                # Another replica filled it; read its result from the shared cache.
-                lookup = await self.cache.get(key)
-                if lookup is not None and not lookup.entry.negative:
-                    return Served(lookup.entry, status, self._age(lookup.entry), "miss")
-                if lookup is None and filled.remote:
-                    continue
-            raise NotFound(missing or "not found", cache_status=status)
-        raise UpstreamUnavailable(
-            "another replica's fetch did not complete",
-            retry_after=1,
-            cache_status=f"{CACHE_NAME}; fwd=miss",
-        )
-
-    def _from_lookup(self, route: str, lookup: Lookup, fill: Fill, missing: str | None) -> Served:
-        if lookup.entry.negative:
-            self._metrics.cache_lookups.labels(route, "negative_hit").inc()
-            raise NotFound(
-                missing or "not found",
-                cache_status=f"{CACHE_NAME}; hit; ttl={max(0, int(lookup.ttl))}; detail=negative",
+    async def connectors(self, query: Query, cursors: Cursors) -> Served:
+        index, served = await self.fleet_index()
+        page = index.pages.get(query)
+        if page is None:
+            positions, after = index.page(query)
+            cursor = cursors.encode(query, after) if after is not None else None
+            body = b"".join(
+                (
+                    b'{"data":[',
+                    b",".join(index.bodies[position] for position in positions),
+                    b'],"next_cursor":',
+                    orjson.dumps(cursor),
+                    b"}",
+                )
             )
-        age = self._age(lookup.entry)
-        if lookup.fresh:
-            self._metrics.cache_lookups.labels(route, "hit").inc()
-            if lookup.ttl < self._refresh_ahead * self.cache.fresh_ttl:
-                self._refresh(fill)
-            return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={int(lookup.ttl)}", age, "hit")
-        self._metrics.cache_lookups.labels(route, "stale").inc()
-        detail = "stale-while-revalidate"
-        if not self._upstream_available():
-            detail = "stale-if-error"
-        self._refresh(fill)
-        ttl = min(-1, int(lookup.ttl))
-        return Served(lookup.entry, f"{CACHE_NAME}; hit; ttl={ttl}; detail={detail}", age, "stale")
+            page = index.pages.put(query, Entry(body, index.stored_at, make_etag(body)))
+        return Served(page, served.outcome, served.age)
 
-    def _age(self, entry: Entry) -> float:
-        return max(0.0, self.cache.now() - entry.stored_at)
-
-    # -- fetching ------------------------------------------------------------------------
-
-    def _start(self, fill: Fill) -> asyncio.Task[Filled]:
-        task = self._inflight.get(fill.name)
+    async def fleet_index(self) -> tuple[FleetIndex, Served]:
+        """The decoded fleet; re-decoded only when the stored fleet's ETag changes."""
+        served = await self.engine.serve(self.keys.fleet(), self.fleet_fill(), meta_only=True)
+        index = self._index
+        if index is not None and index.etag == served.entry.etag:
+            return index, served
+        task = self._loading.get(served.entry.etag)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._lead(fill))
-            self._inflight[fill.name] = task
-            task.add_done_callback(lambda _: self._inflight.pop(fill.name, None))
-        return task
+            task = asyncio.get_running_loop().create_task(self._decode(served.entry))
+            self._loading[served.entry.etag] = task
+            task.add_done_callback(lambda _: self._loading.pop(served.entry.etag, None))
+        return await asyncio.shield(task), served
 
-    async def _fetch(self, fill: Fill, route: str) -> tuple[Filled, bool]:
-        collapsed = fill.name in self._inflight
-        if collapsed:
-            self._metrics.coalesced.labels(route).inc()
-        # shield: a client going away must not cancel a fetch others are waiting for.
-        filled = await asyncio.shield(self._start(fill))
-        if filled.remote and not collapsed:
-            self._metrics.coalesced.labels(route).inc()
-        return filled, collapsed or filled.remote
+    async def _decode(self, entry: Entry) -> FleetIndex:
+        body = entry.body
+        if not body:
+            lookup = await self.cache.get(self.keys.fleet(), keep=False)
+            if lookup is None or lookup.entry.etag != entry.etag:
+                raise UpstreamUnavailable("the fleet changed while it was read", retry_after=1)
+            body = lookup.entry.body
+        if len(body) > DECODE_IN_THREAD:  # keep serving hits while a big fleet decodes
+            index = await asyncio.to_thread(
+                FleetIndex.from_blob, entry.etag, entry.stored_at, body, self.account
+            )
+        else:
+            index = FleetIndex.from_blob(entry.etag, entry.stored_at, body, self.account)
+        if self._index is None or self._index.stored_at <= index.stored_at:
+            self._index = index
+        return index
 
-    async def _lead(self, fill: Fill) -> Filled:
-        token = await self._coordinator.try_lock(fill.name)
-        if token is None:
-            await self._coordinator.wait_unlocked(fill.name)
-            return Filled(remote=True)
+    # -- the known-id gate ----------------------------------------------------------------
+
+    async def known_ids(self, *, from_shared: bool = False) -> Known | None:
+        lookup = await self.cache.get(self.keys.known(), from_shared=from_shared)
+        if lookup is None or lookup.entry.negative:
+            return None
+        known = self._known
+        if known is None or known.etag != lookup.entry.etag:
+            ids = frozenset(str(site_id) for site_id in orjson.loads(lookup.entry.body))
+            known = Known(ids, lookup.entry.etag, lookup.entry.stored_at)
+            self._known = known
+        return known
+
+    async def _admit(self, site_id: str) -> Outcome | None:
+        """Let a known id's miss go upstream; refuse an unknown one (after at most one
+        list refresh, whose outcome is returned: it may have stored the site)."""
+        known = await self.known_ids()
+        if known is not None and site_id in known.ids:
+            return None
+        if known is not None and self._list_age_s(known.stored_at) < self._negative_ttl:
+            raise NotFound(f"site {site_id!r} not found", outcome=self._gate_outcome(known))
+        fetched = await self._refresh_list()
+        known = await self.known_ids()
+        if known is None or site_id not in known.ids:
+            outcome = fetched or (self._gate_outcome(known) if known else Outcome("miss"))
+            raise NotFound(f"site {site_id!r} not found", outcome=outcome)
+        return fetched
+
+    async def _refresh_list(self) -> Outcome | None:
+        """Refresh the fleet list for an unknown id: join a refresh under way, or start
+        one.  After an attempt that reached upstream and failed, none is started for a
+        while — the negative TTL while
+        a list is held (its ids are the answer meanwhile: None), `LIST_RETRY` without one
+        (every miss needs it, so unknown ids gain nothing over known ones)."""
+        wait = self._list_retry_at - self._monotonic()
+        if wait > 0 and not self.engine.running("fleet"):
+            if await self.known_ids() is None:
+                raise UpstreamUnavailable("the site list could not be fetched", retry_after=wait)
+            return None
         try:
-            if await self._recently_filled(fill):
-                return Filled(remote=True)
-            filled = await fill.run()
-        finally:
-            await self._coordinator.unlock(fill.name, token)
-        self.site_stored_at.update(filled.site_ages)
-        return filled
+            fetched = await self.engine.join(self._gate_fill())
+        except UpstreamUnavailable:
+            raise  # held back before any call (pause, circuit, budget): the shield waits
+        except GatewayError:
+            held = await self.known_ids() is not None
+            pause = self._negative_ttl if held else min(self._negative_ttl, LIST_RETRY)
+            self._list_retry_at = self._monotonic() + pause
+            raise
+        await self.known_ids(from_shared=True)  # another replica's list may be newer than ours
+        return fetched
 
-    async def _recently_filled(self, fill: Fill) -> bool:
-        """Double-check under the lock: our miss may have been a Redis hiccup, or another
-        replica finished between our lookup and our lock.  Fresh and outside the
-        refresh-ahead window means there is nothing to do."""
-        lookup = await self.cache.get(fill.probe)
-        return lookup is not None and (
-            lookup.entry.negative or lookup.ttl > self._refresh_ahead * self.cache.fresh_ttl
-        )
+    def _gate_outcome(self, known: Known) -> Outcome:
+        ttl = self._negative_ttl - self._list_age_s(known.stored_at)
+        return Outcome("negative_hit", ttl, detail="negative")
 
-    def _refresh(self, fill: Fill) -> None:
-        if fill.name in self._inflight or not self._upstream_available():
-            return
-        self._start(fill).add_done_callback(_log_refresh_outcome)
+    def _list_age(self, entry: Entry) -> float:
+        return self._list_age_s(entry.stored_at)
+
+    def _list_age_s(self, stored_at: float) -> float:
+        return self.cache.now() - stored_at
+
+    # -- purge ----------------------------------------------------------------------------
 
     async def purge_all(self) -> int:
-        self._fleet = None
-        self.site_stored_at.clear()
+        self._forget()
+        self.ages.stored_at.clear()
         return await self.cache.purge_all()
 
     async def purge_site(self, site_id: str) -> int:
-        """Drop a site, its views, its connector index entries, and the lists holding it."""
+        """Drop a site, its views, and the fleet entries that hold it."""
         keys = self.keys
-        doomed = [*keys.site_family(site_id), keys.sites(), keys.fleet_connectors()]
-        connectors = await self.cache.get(keys.site_connectors(site_id))
-        if connectors is not None and not connectors.entry.negative:
-            for connector in orjson.loads(connectors.entry.body)["data"]:
-                if connector.get("id") is not None:
-                    doomed.append(keys.connector(str(connector["id"])))
-        await self.cache.delete(doomed)
-        self.site_stored_at.pop(site_id, None)
-        return len(doomed)
+        self._forget()
+        self.ages.stored_at.pop(site_id, None)
+        return await self.cache.delete(
+            [*keys.site_family(site_id), keys.sites(), keys.known(), keys.fleet()]
+        )
+
+    def _forget(self) -> None:
+        self._index = None
+        self._known = None
 
     async def close(self) -> None:
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.close()
 
 
-async def _marked_miss(fetch: Awaitable[tuple[Filled, bool]]) -> tuple[Filled, bool]:
-    """A fetch whose failure reaches the client as a problem that says it was a miss."""
-    try:
-        return await fetch
-    except GatewayError as error:
-        if error.cache_status is None:
-            error.cache_status = f"{CACHE_NAME}; fwd=miss"
-        raise
+def _unknown(fleet: Outcome) -> Outcome:
+    """The outcome of asking for a connector the fleet does not have."""
+    if fleet.result == "miss":
+        return fleet
+    return Outcome("negative_hit", fleet.ttl, detail="negative")
 
 
-def _stored_status(collapsed: bool) -> str:
-    return f"{CACHE_NAME}; fwd=miss; stored" + ("; collapsed" if collapsed else "")
-
-
-def _log_refresh_outcome(task: asyncio.Task[Filled]) -> None:
-    """Background refreshes have no waiting client: their failures end in the log."""
-    if task.cancelled():
-        return
-    error = task.exception()
-    if isinstance(error, GatewayError):
-        log.warning("background refresh failed", extra={"error": error.slug})
-    elif error is not None:
-        log.error("background refresh crashed", exc_info=error)
+__all__ = ["VIEWS", "Known", "Lookup", "SiteService"]

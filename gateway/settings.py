@@ -390,3 +390,10 @@ def _validate_redis_url(url: str | None) -> str | None:
     if parts.scheme == "unix" and not parts.path:
         raise SettingsError("REDIS_URL", "unix:// needs a socket path")
     return url
+
+
+def read_tokens(env: Mapping[str, str]) -> tuple[dict[str, Secret], Secret | None]:
+    """The client tokens and the admin token, read again as at start (SIGHUP re-reads their
+    `*_FILE`s); raises `SettingsError` naming the variable when one cannot be read."""
+    reader = _Reader(env)
+    return reader.client_tokens(), reader.secret("GATEWAY_ADMIN_TOKEN", required=False)

@@ -1,7 +1,7 @@
 """Upstream admission shared by all replicas: the rate ceiling, Retry-After pauses and the
-circuit breaker.
+circuit breaker (`circuit.py`).
 
-    Shield.admit(deadline)  (called before every upstream attempt)
+    Shield.admit(deadline) -> Permit  (called before every upstream attempt)
       1. circuit open (this process saw N consecutive failures) → 503 at once; after the
          cool-down one probe is let through (half-open), its outcome closes or re-opens it;
       2. one atomic Lua script on Redis: if the shared pause key is alive → 503 with its
@@ -10,7 +10,8 @@ circuit breaker.
          matter) or learn how long until the next one;
       3. no token → wait, but never past the request's deadline → 503 with Retry-After.
 
-The bucket and pause keys share one hash tag, so the script also works on Redis Cluster.
+The bucket and pause keys are the account's (`Keys.bucket`, `Keys.pause`) and share one hash
+tag, so the script also works on Redis Cluster.
 When Redis fails, each replica falls back to a local bucket and local pause (counted in
 `gateway_redis_errors_total`), and goes back to the shared ones on the next good call.
 
@@ -26,7 +27,9 @@ import math
 import time
 from collections.abc import Callable
 
+from .circuit import Circuit, Health, Permit
 from .errors import CacheUnavailable, UpstreamUnavailable
+from .keys import Keys
 from .metrics import Metrics
 from .store import RedisStore
 
@@ -83,64 +86,6 @@ class LocalBucket:
         return (1 - self.tokens) / self.rate
 
 
-class Circuit:
-    """Consecutive-failure breaker, per process: closed → open → half-open → closed."""
-
-    def __init__(
-        self,
-        *,
-        failures: int,
-        cooldown: float,
-        on_change: Callable[[str], None] = lambda state: None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._threshold = failures
-        self._cooldown = cooldown
-        self._on_change = on_change
-        self._clock = clock
-        self.state = "closed"
-        self._failures = 0
-        self._opened_at = 0.0
-        self._probing = False
-
-    def remaining(self) -> float:
-        return max(0.0, self._opened_at + self._cooldown - self._clock())
-
-    def allow(self) -> bool:
-        if self.state == "closed":
-            return True
-        if self.state == "open" and self.remaining() > 0:
-            return False
-        if self.state == "open":
-            self._set("half_open")
-        if self._probing:
-            return False
-        self._probing = True
-        return True
-
-    def release(self) -> None:
-        """The admitted call ended without telling anything about upstream health (a pause,
-        no rate token): let the next call be the half-open probe."""
-        self._probing = False
-
-    def record(self, healthy: bool) -> None:
-        self._probing = False
-        if healthy:
-            self._failures = 0
-            if self.state != "closed":
-                self._set("closed")
-            return
-        self._failures += 1
-        if self.state == "half_open" or self._failures >= self._threshold:
-            self._opened_at = self._clock()
-            if self.state != "open":
-                self._set("open")
-
-    def _set(self, state: str) -> None:
-        self.state = state
-        self._on_change(state)
-
-
 class Shield:
     def __init__(
         self,
@@ -148,17 +93,17 @@ class Shield:
         rate: float,
         circuit: Circuit,
         metrics: Metrics,
+        keys: Keys,
         redis: RedisStore | None = None,
-        keys_prefix: str = "cpgw:v1:{upstream}",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rate = rate
         self._local = LocalBucket(rate, clock)
-        self._circuit = circuit
+        self.circuit = circuit
         self._metrics = metrics
         self._redis = redis
-        self._bucket_key = keys_prefix + ":bucket"
-        self._pause_key = keys_prefix + ":pause"
+        self._bucket_key = keys.bucket
+        self._pause_key = keys.pause
         self._paused_until = 0.0
         self._clock = clock
         metrics.rate_limit.set(rate)
@@ -167,24 +112,31 @@ class Shield:
     def available(self) -> bool:
         """False while upstream is known to be held back: a pause, or an open circuit still
         in its cool-down (after it, a refresh may be the half-open probe)."""
-        circuit_open = self._circuit.state == "open" and self._circuit.remaining() > 0
-        return self._paused_until <= self._clock() and not circuit_open
+        return self._paused_until <= self._clock() and not self.circuit.holding_back()
 
-    async def admit(self, deadline: float) -> None:
-        if not self._circuit.allow():
+    async def admit(self, deadline: float) -> Permit:
+        """A permit for one attempt now, or `UpstreamUnavailable` (503) with Retry-After."""
+        permit = self.circuit.allow()
+        if permit is None:
             raise UpstreamUnavailable(
-                "upstream circuit is open", retry_after=self._circuit.remaining() or 1
+                "upstream circuit is open", retry_after=self.circuit.remaining() or 1
             )
+        try:
+            await self._wait_for_token(deadline)
+        except BaseException:
+            permit.record(Health.NEUTRAL)  # held back before any call: frees a half-open slot
+            raise
+        return permit
+
+    async def _wait_for_token(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         while True:
             paused, wait = await self._take()
             if paused:
-                self._circuit.release()
                 raise UpstreamUnavailable("upstream asked us to pause", retry_after=wait)
             if wait <= 0:
                 return
             if loop.time() + wait > deadline:
-                self._circuit.release()
                 raise UpstreamUnavailable("upstream rate budget is spent", retry_after=wait)
             await asyncio.sleep(wait)
 
@@ -219,7 +171,6 @@ class Shield:
         return False, wait
 
     async def pause(self, seconds: float) -> None:
-        self._circuit.release()  # a 429 says nothing about upstream health
         seconds = max(seconds, 0.001)
         self._paused_until = max(self._paused_until, self._clock() + seconds)
         log.warning("upstream pause", extra={"retry_after": seconds})
@@ -231,6 +182,3 @@ class Shield:
             await redis.call(
                 "pause", lambda: redis.client.eval(_PAUSE, 1, self._pause_key, milliseconds)
             )
-
-    def record(self, healthy: bool) -> None:
-        self._circuit.record(healthy)

@@ -1,20 +1,26 @@
-"""Byte stores behind the cache: `RedisStore` (shared by all replicas) and `MemoryStore`
-(the embedded in-process cache, also the fallback tier while Redis is down).
+"""The shared store: Redis, reached through one redis.asyncio client (plain, Sentinel or
+Cluster).  Knows keys, bytes, expiry and pub/sub; nothing of HTTP, sites or freshness.
 
-A store knows keys, bytes and expiry — nothing of HTTP, sites or freshness.  Every Redis
-call is bounded by `GATEWAY_REDIS_TIMEOUT` and redis-py's own retries are limited to one
-immediate reconnect, so a dead Redis costs a request at most that timeout.  Redis and
-socket exceptions are translated to `CacheUnavailable(operation)` here and only here;
-redis-py's pool reconnects by itself on the next call once Redis is back.
+Failure model (every Redis and socket exception is mapped here, and only here, to
+`CacheUnavailable(operation)`; callers fail open):
+
+- A command is bounded by the client's own `socket_timeout` (`GATEWAY_REDIS_TIMEOUT`); no
+  per-call `wait_for` task.  Big writes go in chunks (`CHUNK_BYTES`, `CHUNK_KEYS`) so that no
+  single round trip carries more than a timeout's worth of work.
+- Waiting for a pooled connection is back-pressure, not a failure: the pool lets a caller
+  wait up to `POOL_WAIT` (far longer than a command), and a burst of requests queues on
+  `MAX_CONNECTIONS` connections instead of opening hundreds.
+- Stall breaker: after `STALL_AFTER` consecutive failures (a stalled or dead Redis) the store
+  stops asking Redis for `STALL_COOLDOWN` seconds and fails every call at once; then one call
+  probes.  A stalled Redis costs a bounded number of slow requests, not every request.
+- redis-py reconnects by itself on the next call once Redis answers again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -27,84 +33,26 @@ from redis.exceptions import RedisError
 from .errors import CacheUnavailable
 
 T = TypeVar("T")
-DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 64
+POOL_WAIT = 10.0
+CHUNK_BYTES = 4 << 20
+CHUNK_KEYS = 500
+STALL_AFTER = 3
+STALL_COOLDOWN = 2.0
 
 
-class Store(Protocol):
-    async def get(self, key: str) -> bytes | None: ...
-    async def get_range(self, key: str, end: int) -> bytes | None: ...
-    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None: ...
-    async def delete(self, keys: Iterable[str]) -> None: ...
-    async def delete_prefix(self, prefix: str) -> int: ...
-    async def ping(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-class MemoryStore:
-    """An LRU of bytes with per-key expiry, bounded by total size; single event loop only."""
-
-    def __init__(
-        self, *, max_bytes: int = DEFAULT_MEMORY_BYTES, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._bytes = 0
-        self._max_bytes = max_bytes
-        self._clock = clock
-
-    def get_now(self, key: str) -> bytes | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        expires, value = item
-        if expires <= self._clock():
-            self._drop(key)
-            return None
-        self._items.move_to_end(key)
-        return value
-
-    async def get(self, key: str) -> bytes | None:
-        return self.get_now(key)
-
-    async def get_range(self, key: str, end: int) -> bytes | None:
-        value = self.get_now(key)
-        return None if value is None else value[: end + 1]
-
-    def set_many_now(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
-        expires = self._clock() + ttl
-        for key, value in items:
-            self._drop(key)
-            if ttl <= 0 or len(value) > self._max_bytes:
-                continue
-            self._items[key] = (expires, value)
-            self._bytes += len(value)
-        while self._bytes > self._max_bytes and self._items:
-            self._drop(next(iter(self._items)))
-
-    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
-        self.set_many_now(items, ttl)
-
-    async def delete(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self._drop(key)
-
-    async def delete_prefix(self, prefix: str) -> int:
-        doomed = [key for key in self._items if key.startswith(prefix)]
-        for key in doomed:
-            self._drop(key)
-        return len(doomed)
-
-    async def ping(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._items.clear()
-        self._bytes = 0
-
-    def _drop(self, key: str) -> None:
-        item = self._items.pop(key, None)
-        if item is not None:
-            self._bytes -= len(item[1])
+def chunks(items: Sequence[T], size: Callable[[T], int]) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most CHUNK_KEYS items and (unless one item alone is
+    bigger) CHUNK_BYTES bytes, as `size` counts them."""
+    start, total = 0, 0
+    for index, item in enumerate(items):
+        length = size(item)
+        if index > start and (index - start >= CHUNK_KEYS or total + length > CHUNK_BYTES):
+            yield items[start:index]
+            start, total = index, 0
+        total += length
+    if start < len(items):
+        yield items[start:]
 
 
 class RedisStore:
@@ -114,20 +62,43 @@ class RedisStore:
         self,
         client: Any,
         *,
-        timeout: float,
         on_result: Callable[[str, bool], None] = lambda operation, ok: None,
+        clock: Callable[[], float] = time.monotonic,
+        stall_cooldown: float = STALL_COOLDOWN,
     ) -> None:
         self.client = client
-        self._timeout = timeout
         self._on_result = on_result
+        self._clock = clock
+        self._failures = 0
+        self._stalled_until = 0.0
+        self._probing = False
+        self._stall_cooldown = stall_cooldown
+
+    @property
+    def stalled(self) -> bool:
+        """True while the breaker keeps callers away from Redis."""
+        return self._failures >= STALL_AFTER and (
+            self._probing or self._clock() < self._stalled_until
+        )
 
     async def call(self, operation: str, make: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis call under the timeout; map failures to `CacheUnavailable`."""
+        """Run one Redis round trip; map every failure to `CacheUnavailable`."""
+        if self.stalled:
+            raise CacheUnavailable(operation, "not asked: Redis failed repeatedly, cooling down")
+        probe = self._failures >= STALL_AFTER  # the one call let through after the cool-down
+        self._probing = probe
         try:
-            result = await asyncio.wait_for(make(), self._timeout)
+            result = await make()
         except (RedisError, OSError, TimeoutError) as exc:
+            self._failures += 1
+            if self._failures >= STALL_AFTER:
+                self._stalled_until = self._clock() + self._stall_cooldown
             self._on_result(operation, False)
             raise CacheUnavailable(operation, type(exc).__name__) from None
+        finally:
+            if probe:
+                self._probing = False
+        self._failures = 0
         self._on_result(operation, True)
         return result
 
@@ -140,53 +111,53 @@ class RedisStore:
         return value or None
 
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl: float) -> None:
-        if not items:
-            return
+        """Write in chunks, one round trip each (callers chunk big batches themselves, so
+        that they encode one chunk at a time)."""
         milliseconds = max(1, int(ttl * 1000))
+        for chunk in chunks(items, lambda item: len(item[1])):
 
-        async def write() -> None:
-            # Non-transactional: in Cluster mode the keys live in different slots.
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, value in items:
-                    pipe.set(key, value, px=milliseconds)
-                await pipe.execute()
+            async def write(chunk: Sequence[tuple[str, bytes]] = chunk) -> None:
+                # Non-transactional: in Cluster mode the keys live in different slots.
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, value in chunk:
+                        pipe.set(key, value, px=milliseconds)
+                    await pipe.execute()
 
-        await self.call("set", write)
+            await self.call("set", write)
 
     async def delete(self, keys: Iterable[str]) -> None:
-        doomed = list(keys)
-        if not doomed:
-            return
+        for chunk in chunks(list(keys), lambda key: 0):
 
-        async def unlink() -> None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in doomed:
-                    pipe.unlink(key)
-                await pipe.execute()
+            async def unlink(chunk: Sequence[str] = chunk) -> None:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key in chunk:
+                        pipe.unlink(key)
+                    await pipe.execute()
 
-        await self.call("delete", unlink)
+            await self.call("delete", unlink)
 
-    async def delete_prefix(self, prefix: str) -> int:
-        async def sweep() -> int:
-            keys = [key async for key in self.client.scan_iter(match=prefix + "*", count=1000)]
-            for start in range(0, len(keys), 500):
-                await self.client.unlink(*keys[start : start + 500])
-            return len(keys)
+    async def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (SCAN, on every master of a Cluster)."""
 
-        # A purge may scan many keys: allow it more than one ordinary call.
-        try:
-            count: int = await asyncio.wait_for(sweep(), max(self._timeout * 20, 5.0))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._on_result("purge", False)
-            raise CacheUnavailable("purge", type(exc).__name__) from None
-        self._on_result("purge", True)
-        return count
+        async def scan() -> list[str]:
+            found = [key async for key in self.client.scan_iter(match=_glob(prefix), count=1000)]
+            return [key.decode() if isinstance(key, bytes) else key for key in found]
+
+        return await self.call("scan", scan)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self.call("publish", lambda: self.client.publish(channel, message))
 
     async def ping(self) -> None:
         await self.call("ping", lambda: self.client.ping())
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _glob(prefix: str) -> str:
+    """`prefix*` as a SCAN pattern, with the glob's special characters escaped."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in prefix) + "*"
 
 
 def redis_client(url: str, *, timeout: float) -> Any:
@@ -206,7 +177,7 @@ def redis_client(url: str, *, timeout: float) -> Any:
     if scheme.endswith("+cluster"):
         plain = url.replace(scheme, scheme.removesuffix("+cluster"), 1)
         common.pop("health_check_interval")
-        return RedisCluster.from_url(plain, **common)
+        return RedisCluster.from_url(plain, max_connections=MAX_CONNECTIONS, **common)
     if scheme.endswith("+sentinel"):
         hosts = []
         for host_port in parts.netloc.rpartition("@")[2].split(","):
@@ -230,10 +201,10 @@ def redis_client(url: str, *, timeout: float) -> Any:
             **common,
         )
         return sentinel.master_for(service)
-    # A bounded pool that queues (for at most the timeout) instead of opening a new
-    # connection per concurrent command: a burst of requests must not become a burst of
-    # connects against Redis.
+    # A bounded pool that queues instead of opening a connection per concurrent command: a
+    # burst of requests must not become a burst of connects against Redis, and a queue is
+    # not an outage (POOL_WAIT, not the command timeout, bounds the wait).
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=timeout, **common
+        url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **common
     )
     return aioredis.Redis.from_pool(pool)

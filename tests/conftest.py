@@ -155,7 +155,7 @@ async def make_simulator(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> Callable[..., Awaitable[Simulator]]:
     async def make(sites: list[dict[str, Any]] | None = None, **knobs: Any) -> Simulator:
-        config = SimulatorConfig(api_key=SIM_KEY, api_secret=SIM_SECRET, **knobs)
+        config = SimulatorConfig(**{"api_key": SIM_KEY, "api_secret": SIM_SECRET, **knobs})
         app = create_simulator_app(config, sites=sites)
         server = await aiohttp_server(app, host="127.0.0.1")
         return Simulator(server, app[SIM_STATE])

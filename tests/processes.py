@@ -13,12 +13,16 @@ from pathlib import Path
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any gateway setting, plus `extra`."""
+    """The test's environment without any gateway setting, plus `extra` (and no shutdown
+    delay unless `extra` sets one)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("CHARGEPILOT_", "GATEWAY_", "REDIS_", "PROMETHEUS_MULTIPROC"))
     }
+    # Stopping a test's gateway should not wait out the load-balancer delay (5 s); the tests
+    # of that delay set it themselves.
+    env["GATEWAY_SHUTDOWN_DELAY"] = "0"
     env.update(extra)
     return env
 
@@ -50,28 +54,38 @@ def gateway_env(sim_port: int, key: str, secret: str, port: int, **extra: str) -
     )  # fmt: skip
 
 
+def start(module_args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m <module_args>` with its stderr in `log_path`."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", *module_args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited in 20 s (nothing if it has exited)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextlib.contextmanager
 def running(
     module_args: list[str], env: dict[str, str], log_path: Path, *, ports: tuple[int, ...] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m <module_args>`, its stderr in `log_path`, listening on `ports`; stopped
     (SIGTERM, then SIGKILL) on the way out if the test has not stopped it."""
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", *module_args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
+    process = start(module_args, env, log_path)
     try:
         for port in ports:
             wait_listening(port, process)
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)

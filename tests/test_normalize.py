@@ -88,10 +88,14 @@ def test_a_site_that_is_not_an_object_is_unusable(raw: object) -> None:
         normalize_site(raw)
 
 
-@pytest.mark.parametrize("site_id", [None, "", "   ", True, {}, ["a"], math.nan, math.inf])
+@pytest.mark.parametrize("site_id", [None, "", True, {}, ["a"], math.nan, math.inf])
 def test_a_site_without_a_usable_id_is_unusable(site_id: object) -> None:
     with pytest.raises(SiteShapeError):
         normalize_site({"id": site_id, "name": "x"})
+
+
+def test_whitespace_is_an_id_like_any_other() -> None:
+    assert normalize_site({"id": " ", "name": "x"})["id"] == " "
 
 
 def test_a_site_without_an_id_key_is_unusable() -> None:

@@ -33,7 +33,7 @@ async def test_prometheus_scrapes_the_gateway_and_computes_the_hit_ratio(
     gw = await make_gateway(settings_for(simulator))
     for _ in range(9):
         await gw.get("/sites/site-0001")  # 1 miss, 8 hits
-    await gw.get("/sites/site-0002")  # 1 miss
+    await gw.get("/sites/ghost")  # not in the list just fetched: a negative hit
     rules = tmp_path / "recording.yml"
     shutil.copy(REPO / "deploy/prometheus/recording.yml", rules)
     config = tmp_path / "prometheus.yml"

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.app_keys import SERVICE
+from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
 from tests.conftest import (
     GatewayFactory,
@@ -152,16 +154,17 @@ async def test_retry_after_pauses_every_instance(
 async def test_shared_rate_ceiling(
     make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
 ) -> None:
+    """Two replicas' upstream clients, 24 distinct fetches at once: the shared bucket
+    spreads them at the configured rate (burst: one second's worth)."""
+    from gateway.app_keys import SERVICE
+
     sim = await make_simulator()
     a, b, metrics_a, _ = await _two(
         make_gateway, sim, redis_url, upstream_rps=4.0, upstream_timeout=10.0
     )
-    # 24 distinct misses (12 sites x 2 views each would collapse; use distinct site ids).
-    ids = [f"site-{n:04d}" for n in range(1, 13)] + [f"ghost-{n}" for n in range(12)]
-    responses = await asyncio.gather(
-        *(gw.get(f"/sites/{site_id}") for site_id, gw in zip(ids, [a, b] * 12, strict=True))
-    )
-    assert sorted(r.status for r in responses) == [200] * 12 + [404] * 12
+    ids = sorted(sim.state.sites) * 2
+    fillers = [a.app[SERVICE].filler, b.app[SERVICE].filler]
+    await asyncio.gather(*(fillers[n % 2].fill_site(site_id) for n, site_id in enumerate(ids)))
     times = sorted(call.time for call in sim.state.calls)
     assert len(times) == 24
     worst = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
@@ -175,12 +178,20 @@ async def test_budget_spent_gives_503_when_nothing_is_stale(
 ) -> None:
     sim = await make_simulator()
     gw = await make_gateway(
-        settings_for(sim, redis_url=redis_url, upstream_rps=1.0, upstream_timeout=0.3)
+        settings_for(
+            sim,
+            redis_url=redis_url,
+            upstream_rps=1.0,
+            upstream_timeout=0.3,
+            cache_ttl=0.3,
+            cache_stale=0.0,
+        )
     )
-    statuses = [(await gw.get(f"/sites/ghost-{n}")).status for n in range(3)]
-    assert statuses[0] == 404
-    assert 503 in statuses
-    assert sim.data_calls() < 3
+    assert (await gw.get("/sites/site-0001")).status == 200  # the list: the one token
+    await asyncio.sleep(0.4)  # everything expired, nothing stale
+    held = await gw.get("/sites/site-0002")
+    assert held.status == 503 and int(held.headers["Retry-After"]) >= 1
+    assert sim.data_calls() == 1
 
 
 async def test_circuit_opens_then_half_open_probe_closes_it(
@@ -189,10 +200,13 @@ async def test_circuit_opens_then_half_open_probe_closes_it(
     sim = await make_simulator(fail_mode="500")
     metrics = Metrics()
     gw = await make_gateway(
-        settings_for(sim, circuit_failures=3, circuit_cooldown=0.5), metrics=metrics
+        settings_for(sim, circuit_failures=3, circuit_cooldown=0.5, negative_ttl=0.2),
+        metrics=metrics,
     )
-    for n in range(3):
-        assert (await gw.get(f"/sites/site-000{n + 1}")).status == 502
+    for _ in range(3):  # 500 is not retried; a failed list fetch waits the negative TTL
+        assert (await gw.get("/sites/site-0001")).status == 502
+        await asyncio.sleep(0.25)
+    assert sim.data_calls() == 3
     assert metric_value(metrics.render().decode(), "gateway_upstream_circuit_open") == 1
     calls = sim.data_calls()
     cold = await gw.get("/sites/site-0005")
@@ -240,7 +254,7 @@ async def _stored_in_redis(gw: TestClient, redis_process: RedisProcess, site_id:
     await gw.get(f"/sites/{site_id}")
     client = redis_process.client()
     try:
-        return bool(client.exists(f"cpgw:v1:site:{site_id}"))
+        return bool(client.exists(gw.app[SERVICE].keys.site(site_id)))
     finally:
         client.close()
 
@@ -290,8 +304,8 @@ async def test_a_dead_lock_holder_blocks_no_longer_than_the_lock(
     sim = await make_simulator()
     gw = await make_gateway(settings_for(sim, redis_url=redis_url, upstream_timeout=0.5))
     client = redis_server.client()
-    # A replica that died holding the fetch lock for site-0007 (lock ttl = timeout + 5 s).
-    client.set("cpgw:v1:lock:site:site-0007", "dead-owner", px=800)
+    # A replica that died holding the fetch lock of the fleet list (lock ttl = timeout + 5 s).
+    client.set(gw.app[SERVICE].keys.lock("fleet"), "dead-owner", px=800)
     client.close()
     started = time.monotonic()
     response = await gw.get("/sites/site-0007")
@@ -301,11 +315,12 @@ async def test_a_dead_lock_holder_blocks_no_longer_than_the_lock(
 
 @pytest.mark.parametrize("owner", ["someone-else"])
 async def test_only_the_owner_releases_a_lock(redis_url: str, owner: str) -> None:
+    from gateway.keys import Keys
     from gateway.locks import RedisCoordinator
     from gateway.store import RedisStore, redis_client
 
-    store = RedisStore(redis_client(redis_url, timeout=0.5), timeout=0.5)
-    coordinator = RedisCoordinator(store, lock_ttl=5)
+    store = RedisStore(redis_client(redis_url, timeout=0.5))
+    coordinator = RedisCoordinator(store, Keys("t"), lock_ttl=5)
     token = await coordinator.try_lock("x")
     assert token is not None
     assert await coordinator.try_lock("x") is None
@@ -317,30 +332,35 @@ async def test_only_the_owner_releases_a_lock(redis_url: str, owner: str) -> Non
 
 
 def test_circuit_states_with_a_fake_clock() -> None:
-    from gateway.shield import Circuit
+    from gateway.circuit import Circuit, Health
 
     now = [0.0]
     changes: list[str] = []
     circuit = Circuit(failures=2, cooldown=10, on_change=changes.append, clock=lambda: now[0])
-    assert circuit.allow()
-    circuit.record(healthy=False)
+
+    def attempt(health: Health) -> None:
+        permit = circuit.allow()
+        assert permit is not None
+        permit.record(health)
+
+    attempt(Health.FAILURE)
     assert circuit.state == "closed"
-    circuit.record(healthy=True)  # success resets the count
-    circuit.record(healthy=False)
+    attempt(Health.SUCCESS)  # success resets the count
+    attempt(Health.FAILURE)
+    attempt(Health.NEUTRAL)  # a 4xx or a pause says nothing: the count stays
     assert circuit.state == "closed"
-    circuit.record(healthy=False)
-    assert circuit.state == "open" and not circuit.allow()
+    attempt(Health.FAILURE)
+    assert circuit.state == "open" and circuit.allow() is None
     assert circuit.remaining() == 10
     now[0] = 10.5
-    assert circuit.allow()  # the one half-open probe
-    assert circuit.state == "half_open" and not circuit.allow()
-    circuit.release()  # the probe was paused/throttled: the next call may probe
-    assert circuit.allow()
-    circuit.record(healthy=False)  # a failed probe re-opens at once
-    assert circuit.state == "open" and not circuit.allow()
+    probe = circuit.allow()  # the one half-open probe
+    assert probe is not None and probe.probe
+    assert circuit.state == "half_open" and circuit.allow() is None
+    probe.record(Health.NEUTRAL)  # the probe was paused/throttled: the next call may probe
+    attempt(Health.FAILURE)  # a failed probe re-opens at once
+    assert circuit.state == "open" and circuit.allow() is None
     now[0] = 21
-    assert circuit.allow()
-    circuit.record(healthy=True)
+    attempt(Health.SUCCESS)
     assert circuit.state == "closed" and circuit.allow() and circuit.allow()
     assert changes == ["open", "half_open", "open", "half_open", "closed"]
 
@@ -367,8 +387,13 @@ async def test_without_redis_the_rate_ceiling_is_local(
             sim, redis_url=own_redis.url, redis_timeout=0.1, upstream_rps=1.0, upstream_timeout=0.3
         )
     )
-    statuses = [(await gw.get(f"/sites/ghost-{n}")).status for n in range(3)]
-    assert statuses[0] == 404 and 503 in statuses
+    from gateway.app_keys import SERVICE
+
+    filler = gw.app[SERVICE].filler
+    results = await asyncio.gather(
+        *(filler.fill_site(f"site-000{n}") for n in (1, 2, 3)), return_exceptions=True
+    )
+    assert sum(isinstance(result, UpstreamUnavailable) for result in results) >= 1
     assert sim.data_calls() < 3
 
 
@@ -383,14 +408,13 @@ async def test_a_lock_winner_rechecks_the_cache_before_fetching(
     a, b, _, _ = await _two(make_gateway, sim, redis_url)
     assert (await a.get("/sites/site-0001")).status == 200
     service = b.app[SERVICE]
-    key = service.keys.site("site-0001")
-    filled = await service._lead(service._site_fill("site-0001", key))
+    filled = await service.engine._lead(service.site_fill("site-0001"))
     assert filled.remote and not filled.entries
     assert sim.data_calls() == 1
     # A key nobody has filled is fetched.
-    missing_key = service.keys.site("site-0002")
-    filled = await service._lead(service._site_fill("site-0002", missing_key))
-    assert missing_key in filled.entries
+    await a.app[SERVICE].cache.delete(service.keys.site_family("site-0002"))
+    filled = await service.engine._lead(service.site_fill("site-0002"))
+    assert service.keys.site("site-0002") in filled.entries
     assert sim.data_calls() == 2
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.circuit import Circuit, Health, Permit
 from gateway.errors import BadUpstreamPayload, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.upstream import Upstream, parse_retry_after
@@ -18,19 +19,30 @@ from tests.conftest import Simulator, metric_value, settings_for
 MakeSim = Callable[..., Awaitable[Simulator]]
 
 
+class RecordingCircuit(Circuit):
+    def __init__(self) -> None:
+        super().__init__(failures=1000, cooldown=1)
+        self.health: list[Health] = []
+
+    def settle(self, health: Health, *, probe: bool) -> None:
+        self.health.append(health)
+        super().settle(health, probe=probe)
+
+
 class RecordingAdmission:
     def __init__(self) -> None:
         self.paused: list[float] = []
-        self.health: list[bool] = []
+        self.circuit = RecordingCircuit()
 
-    async def admit(self, deadline: float) -> None:
-        return None
+    @property
+    def health(self) -> list[Health]:
+        return self.circuit.health
+
+    async def admit(self, deadline: float) -> Permit:
+        return Permit(self.circuit, probe=False)
 
     async def pause(self, seconds: float) -> None:
         self.paused.append(seconds)
-
-    def record(self, healthy: bool) -> None:
-        self.health.append(healthy)
 
 
 @pytest.fixture
@@ -41,9 +53,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def client(sim: Simulator, session: aiohttp.ClientSession, **overrides: Any) -> Upstream:
     admission = RecordingAdmission()
+    settings = settings_for(sim, **overrides)
     upstream = Upstream(
         session,
-        settings_for(sim, **overrides),
+        settings.accounts[0],
+        timeout=settings.upstream_timeout,
+        retries=settings.upstream_retries,
         metrics=Metrics(),
         admission=admission,
         jitter=lambda cap: 0.01,

@@ -2,7 +2,8 @@
 
 Owns the *content* the simulator serves: plain dicts exactly as the upstream would send
 them, built by pure functions from a ``random.Random(seed)`` (no global state), so two
-calls with the same seed return equal data.
+calls with the same seed return equal data. How a site is assembled lives in
+``sitebuilder.py``.
 
 Demo fleet (``demo_fleet()``), 12 sites, 398 connectors, in this order:
 
@@ -42,53 +43,56 @@ Quirks, placed deterministically (independent of the seed):
   ``local_controller``. Meters sit on PV sites' main fuses and on site-0002's sub-fuses.
 
 Use ``iter_nodes``/``iter_connectors`` to compute expectations from the data itself.
+
+Other fleets:
+
+=================  ====================================================================
+fleet              sites
+=================  ====================================================================
+``build_fleet``    ``n`` synthetic sites ``site-0001``... with exactly ``k`` connectors
+``eu_fleet``       ``eu-site-0001``..``eu-site-0005`` (Europe/*), then ``shared-site-0001``
+``us_fleet``       ``us-site-0001``..``us-site-0004`` (America/*), then ``shared-site-0001``
+``odd_id_fleet``   one site per printable ASCII character (``" "``..``"~"``), then
+                   ``ODD_MULTI_CHAR_IDS`` (dot segments, ``/``, ``%``, ``?``, ``#``,
+                   non-ASCII, 200 characters...)
+=================  ====================================================================
+
+EU and US share exactly one site id, ``shared-site-0001``, with different content in each
+(EU: "Shared Depot (EU view)", 6 connectors; US: "Shared Depot (US view)", 8 connectors), for
+account-conflict tests; every other id (sites, connectors, stations, fuses) is disjoint:
+EU connectors are ``eu-site-0001-cs-001-c1``/``eu-shared-site-0001-cs-...``, stations
+``CS-EU-0001-001``; US likewise with ``us``/``US``. An odd-id site's connectors start
+with its id (``"a/b-cs-001-c1"``), so connector ids are odd too.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-Site = dict[str, Any]
-Node = dict[str, Any]
+from gateway.simulator.sitebuilder import (
+    Naming,
+    Node,
+    Site,
+    SiteSpec,
+    build_site,
+    synthetic_spec,
+)
 
-# Standard fuse ratings (A); sizes are picked from here so trees look like real installs.
-FUSE_RATINGS = (63, 80, 100, 125, 160, 200, 250, 315, 400, 500, 630, 800, 1000, 1250, 1600,
-                2000, 2500, 3150, 4000)  # fmt: skip
-FIRMWARE = ("1.8.3", "1.9.0", "2.0.1", "2.1.0-rc2")
-FALLBACK_STATUSES = ("inactive", "inactive", "inactive", "active", "pending")
-TIMEZONES = ("Europe/Berlin", "Europe/Oslo", "America/Chicago", "Europe/Amsterdam",
-             "Europe/Vienna", "Europe/Stockholm", "America/New_York",
-             "Europe/Copenhagen")  # fmt: skip
-PLACE_NAMES = ("Nord", "Südstadt", "Ærø", "Hafen", "Flughafen", "Østbanen", "Lakeside",
-               "Zürichsee", "Main Street", "Gare de l'Est")  # fmt: skip
-SITE_KINDS = ("Depot", "Parkhaus", "Ladepark", "Fleet Yard", "Office", "Hotel")
-
-
-@dataclass(frozen=True, slots=True)
-class SiteSpec:
-    """Blueprint of one site; ``connectors`` is exact, stations = ceil(connectors / per)."""
-
-    name: str
-    timezone: str
-    main_fuse: int
-    connectors: int
-    connectors_per_station: int = 1
-    sub_fuses: int = 0  # per top-level fuse; 0 = stations (or groups) hang off the main fuse
-    group_size: int = 0  # stations per connector group; 0 = no groups
-    feeds: int = 1  # number of top-level (main) fuses
-    dc: bool = False
-    phases: int = 3
-    station_amps: int = 32
-    v2g_every: int = 0  # every Nth station is V2G-capable; 0 = none
-    pv_meter: bool = False
-    sub_meters: bool = False
-    controller: bool = True
-    vendor_meta: bool = False
-
+__all__ = [
+    "DEMO_SPECS",
+    "ODD_MULTI_CHAR_IDS",
+    "Node",
+    "Site",
+    "build_fleet",
+    "demo_fleet",
+    "eu_fleet",
+    "iter_connectors",
+    "iter_nodes",
+    "odd_id_fleet",
+    "us_fleet",
+]
 
 DEMO_SPECS: tuple[SiteSpec, ...] = (
     SiteSpec("Parkhaus Am Markt", "Europe/Berlin", 63, 4),
@@ -112,10 +116,36 @@ DEMO_SPECS: tuple[SiteSpec, ...] = (
 )  # fmt: skip
 
 
+EU_SPECS: tuple[SiteSpec, ...] = (
+    SiteSpec("Parkhaus Hauptbahnhof", "Europe/Berlin", 125, 6),
+    SiteSpec("Depot Nord", "Europe/Oslo", 400, 12, 2, sub_fuses=2, dc=True, station_amps=125),
+    SiteSpec("Ladepark Ærø Havn", "Europe/Copenhagen", 250, 8, 2, v2g_every=2),
+    SiteSpec("Office Kista Gård", "Europe/Stockholm", 160, 10, pv_meter=True),
+    SiteSpec("Hotel Zürichsee", "Europe/Zurich", 100, 4, station_amps=16),
+)
+EU_SHARED_SPEC = SiteSpec("Shared Depot (EU view)", "Europe/Amsterdam", 200, 6)
+US_SPECS: tuple[SiteSpec, ...] = (
+    SiteSpec("Chicago Fleet Yard North", "America/Chicago", 800, 16, 2, dc=True,
+             station_amps=125, controller=False),
+    SiteSpec("Austin Residential Garage", "America/Chicago", 200, 6, phases=1, station_amps=48),
+    SiteSpec("Brooklyn Bus Depot", "America/New_York", 2000, 24, 2, sub_fuses=2, group_size=4),
+    SiteSpec("Seattle Office Park", "America/Los_Angeles", 400, 10, v2g_every=3),
+)  # fmt: skip
+US_SHARED_SPEC = SiteSpec("Shared Depot (US view)", "America/New_York", 400, 8, 2)
+SHARED_SITE_ID = "shared-site-0001"
+
+# Ids a gateway must carry as one percent-encoded path segment, beyond single characters.
+ODD_MULTI_CHAR_IDS: tuple[str, ...] = (
+    "..", "...", "a/b", "../sites", "a b", " lead", "trail ", "100%", "%2F", "%25",
+    "a?b=c", "#top", "x+y", "k=v&w=z", "it's", '"q"', "[v6]", "{x}", "a\\b", "~user",
+    "Ærø Havn", "東京-1", "charger 🚗", "ß/ü?ä#ö", "a" * 200,
+)  # fmt: skip
+
+
 def demo_fleet(seed: int = 7) -> list[Site]:
     """The 12-site demo fleet described in the module docstring."""
     rng = random.Random(seed)
-    return [_build_site(rng, number, spec) for number, spec in enumerate(DEMO_SPECS, start=1)]
+    return [build_site(rng, number, spec) for number, spec in enumerate(DEMO_SPECS, start=1)]
 
 
 def build_fleet(n_sites: int, connectors_per_site: int, seed: int = 1) -> list[Site]:
@@ -127,9 +157,46 @@ def build_fleet(n_sites: int, connectors_per_site: int, seed: int = 1) -> list[S
         )
     rng = random.Random(seed)
     return [
-        _build_site(rng, number, _synthetic_spec(rng, number, connectors_per_site))
+        build_site(rng, number, synthetic_spec(rng, number, connectors_per_site))
         for number in range(1, n_sites + 1)
     ]
+
+
+def _account_fleet(
+    seed: int, region: str, specs: tuple[SiteSpec, ...], shared: SiteSpec
+) -> list[Site]:
+    rng = random.Random(seed)
+    code = region.upper()
+    sites = [
+        build_site(rng, number, spec, Naming.numbered(number, f"{region}-site", f"{code}-"))
+        for number, spec in enumerate(specs, start=1)
+    ]
+    naming = Naming(SHARED_SITE_ID, f"{code}-S-0001", f"{region}-{SHARED_SITE_ID}")
+    sites.append(build_site(rng, len(specs) + 1, shared, naming))
+    return sites
+
+
+def eu_fleet(seed: int = 11) -> list[Site]:
+    """The EU account: five ``eu-site-*`` sites and ``shared-site-0001`` (EU content)."""
+    return _account_fleet(seed, "eu", EU_SPECS, EU_SHARED_SPEC)
+
+
+def us_fleet(seed: int = 13) -> list[Site]:
+    """The US account: four ``us-site-*`` sites and ``shared-site-0001`` (US content)."""
+    return _account_fleet(seed, "us", US_SPECS, US_SHARED_SPEC)
+
+
+def odd_id_fleet(seed: int = 5) -> list[Site]:
+    """Small sites whose ids are every printable ASCII character, then the multi-character
+    and non-ASCII ``ODD_MULTI_CHAR_IDS``; each site's connector ids start with its id."""
+    rng = random.Random(seed)
+    ids = [chr(code) for code in range(0x20, 0x7F)] + list(ODD_MULTI_CHAR_IDS)
+    sites = []
+    for number, site_id in enumerate(ids, start=1):
+        spec = SiteSpec(f"Odd id {site_id!r}", "Europe/Berlin", 63, 2)
+        naming = Naming(site_id, f"ODD-{number:03d}", site_id)
+        sites.append(build_site(rng, number, spec, naming))
+    return sites
 
 
 def iter_nodes(site: Site) -> Iterator[Node]:
@@ -145,208 +212,3 @@ def iter_connectors(site: Site) -> Iterator[dict[str, Any]]:
     """Every connector of a site, in delivery order."""
     for node in iter_nodes(site):
         yield from node.get("parameters", {}).get("connectors", [])
-
-
-def _synthetic_spec(rng: random.Random, number: int, connectors: int) -> SiteSpec:
-    per_station = 2 if connectors >= 8 else 1
-    stations = math.ceil(connectors / per_station)
-    dc = number % 4 == 1
-    station_amps = 125 if dc else 32
-    # Load-managed installs are oversubscribed: size the main fuse for ~40 % of nameplate.
-    main_fuse = _rating_at_least(stations * station_amps * 0.4, cap=4000)
-    place = PLACE_NAMES[rng.randrange(len(PLACE_NAMES))]
-    kind = SITE_KINDS[rng.randrange(len(SITE_KINDS))]
-    return SiteSpec(
-        name=f"{kind} {place} {number}",
-        timezone=TIMEZONES[rng.randrange(len(TIMEZONES))],
-        main_fuse=main_fuse,
-        connectors=connectors,
-        connectors_per_station=per_station,
-        sub_fuses=0 if stations <= 8 else min(8, stations // 12 + 1),
-        group_size=5 if stations > 20 else 0,
-        dc=dc,
-        station_amps=station_amps,
-        v2g_every=5 if number % 3 == 2 else 0,
-        pv_meter=number % 3 == 0,
-        controller=number % 50 != 7,
-        vendor_meta=number % 10 == 3,
-    )
-
-
-def _rating_at_least(amps: float, *, cap: int) -> int:
-    return min(next((r for r in FUSE_RATINGS if r >= amps), FUSE_RATINGS[-1]), cap)
-
-
-def _split(items: list[int], parts: int) -> list[list[int]]:
-    """Split into ``parts`` nearly equal consecutive chunks, dropping empty ones."""
-    parts = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), parts)
-    chunks, start = [], 0
-    for index in range(parts):
-        end = start + size + (1 if index < extra else 0)
-        chunks.append(items[start:end])
-        start = end
-    return [chunk for chunk in chunks if chunk]
-
-
-class _SiteBuilder:
-    """Holds the per-site counters and rng while one site's tree is assembled."""
-
-    def __init__(self, rng: random.Random, number: int, spec: SiteSpec) -> None:
-        self.rng, self.number, self.spec = rng, number, spec
-        self.fuse_count = 0
-        self.group_count = 0
-
-    def number_value(self, value: float, *, force_string: bool = False) -> float | str:
-        """Upstream sometimes sends numbers as numeric strings; imitate that."""
-        if force_string or self.rng.random() < 0.05:
-            return f"{value:g}"
-        return value
-
-    def fuse(self, name: str, limit: int, depth: int, order: int, children: list[Node]) -> Node:
-        self.fuse_count += 1
-        fuse_id = f"F-{self.number:04d}-{self.fuse_count:02d}"
-        params: dict[str, Any] = {
-            "name": name, "limit": limit, "inbound_limit": limit, "outbound_limit": limit,
-            "order": order, "depth": str(depth), "fuse_id": fuse_id, "additional_comments": "",
-        }  # fmt: skip
-        return {"type": "fuse", "parameters": params, "children": children}
-
-    def group(self, stations: list[int], depth: int, order: int, fuse_id: str) -> Node:
-        self.group_count += 1
-        name = f"Group {self.group_count}"
-        params: dict[str, Any] = {
-            "name": name,
-            "order": order,
-            "depth": str(depth),
-            "fuse_id": fuse_id,
-        }
-        if self.group_count > 1:  # quirk: the first group of a site has no limit
-            demand = len(stations) * self.spec.station_amps * 0.6
-            params["limit"] = _rating_at_least(demand, cap=self.spec.main_fuse)
-        children = [self.station(n, depth + 1, i, fuse_id) for i, n in enumerate(stations, 1)]
-        return {"type": "connector group", "parameters": params, "children": children}
-
-    def station(self, station: int, depth: int, order: int, fuse_id: str) -> Node:
-        spec, rng = self.spec, self.rng
-        v2g = spec.v2g_every > 0 and station % spec.v2g_every == 0
-        amps = spec.station_amps
-        status = FALLBACK_STATUSES[rng.randrange(len(FALLBACK_STATUSES))]
-        params: dict[str, Any] = {
-            "name": f"CS {station:03d}",
-            "limit": self.number_value(amps, force_string=station == 1),
-            "inbound_limit": self.number_value(amps),
-            "outbound_limit": self.number_value(amps if v2g else 0),
-            "fallback": self.number_value(32 if spec.dc else 6),
-            "fallback_status": status,
-            "order": order,
-            "depth": str(depth),
-            "fuse_id": fuse_id,
-            "firmware_version": FIRMWARE[rng.randrange(len(FIRMWARE))],
-            "additional_comments": "V2G pilot" if v2g else "",
-            "connectors": self.connectors(station, v2g),
-        }
-        if status == "pending":
-            params["pending_fallback_value"] = 16 if spec.dc else 10
-        if station % 7 == 0:  # quirk: a node without order
-            del params["order"]
-        return {"type": "charging station", "parameters": params, "children": []}
-
-    def connectors(self, station: int, v2g: bool) -> list[dict[str, Any]]:
-        spec = self.spec
-        first = (station - 1) * spec.connectors_per_station
-        count = min(spec.connectors_per_station, spec.connectors - first)
-        capability = [spec.station_amps] * spec.phases
-        result = []
-        for k in range(1, count + 1):
-            connector: dict[str, Any] = {
-                "id": f"site-{self.number:04d}-cs-{station:03d}-c{k}",
-                "name": f"CS {station:03d} / {k}",
-                "connector_id": str(k),
-                "charging_station_id": f"CS-{self.number:04d}-{station:03d}",
-                "priority": self.rng.choice((0, 0, 1, 2)),
-                "charging_capability": list(capability),
-            }
-            if v2g:
-                connector["discharge_capability"] = [amps // 2 for amps in capability]
-            if k == 1 and station % 11 == 0:  # quirk: capability missing
-                del connector["charging_capability"]
-            result.append(connector)
-        return result
-
-    def meter(self, *, producer: bool, max_current: int) -> dict[str, Any]:
-        big = max_current >= 400
-        return {
-            "is_producer": producer,
-            "producer_name": "PV Carport" if producer else "",
-            "producer_current": f"{self.rng.randrange(40, 200) + 0.5:g}" if producer else 0,
-            "is_consumer": True,
-            "consumer_name": "Building load" if producer else "Chargers",
-            "max_possible_current": max_current,
-            "fallback_value": max_current // 4,
-            "primary_transformer_ratio": 2000 if big else 1,
-            "secondary_transformer_ratio": 5 if big else 1,
-        }
-
-    def branch(self, stations: list[int], depth: int, fuse_id: str) -> list[Node]:
-        """Stations directly, or wrapped in connector groups if the spec asks for them."""
-        if not self.spec.group_size:
-            return [self.station(n, depth, i, fuse_id) for i, n in enumerate(stations, 1)]
-        groups = [
-            stations[i : i + self.spec.group_size]
-            for i in range(0, len(stations), self.spec.group_size)
-        ]
-        return [self.group(g, depth, i, fuse_id) for i, g in enumerate(groups, 1)]
-
-    def shuffle(self, children: list[Node], *, force: bool = False) -> None:
-        if len(children) < 2:
-            return
-        if force:  # rotation guarantees the delivery order differs from ``order``
-            children.append(children.pop(0))
-        elif self.rng.random() < 0.5:
-            self.rng.shuffle(children)
-
-    def tree(self) -> list[Node]:
-        spec = self.spec
-        stations = list(range(1, math.ceil(spec.connectors / spec.connectors_per_station) + 1))
-        roots = []
-        for feed_index, feed in enumerate(_split(stations, spec.feeds), start=1):
-            main = self.fuse(f"Main fuse {feed_index}", spec.main_fuse, 1, feed_index, [])
-            main_id = main["parameters"]["fuse_id"]
-            if spec.sub_fuses:
-                for sub_index, chunk in enumerate(_split(feed, spec.sub_fuses), start=1):
-                    limit = _rating_at_least(
-                        len(chunk) * spec.station_amps * 0.5, cap=spec.main_fuse
-                    )
-                    sub = self.fuse(f"Sub-fuse {feed_index}.{sub_index}", limit, 2, sub_index, [])
-                    sub["children"] = self.branch(chunk, 3, sub["parameters"]["fuse_id"])
-                    if spec.sub_meters:
-                        sub["parameters"]["meter"] = self.meter(producer=False, max_current=limit)
-                    self.shuffle(sub["children"])
-                    main["children"].append(sub)
-            else:
-                main["children"] = self.branch(feed, 2, main_id)
-            if spec.pv_meter:
-                main["parameters"]["meter"] = self.meter(producer=True, max_current=spec.main_fuse)
-            self.shuffle(main["children"], force=feed_index == 1)
-            roots.append(main)
-        return roots
-
-
-def _build_site(rng: random.Random, number: int, spec: SiteSpec) -> Site:
-    builder = _SiteBuilder(rng, number, spec)
-    fuse_tree = builder.tree()
-    if number == 1:  # quirk: the smallest site's main fuse limit is a numeric string
-        fuse_tree[0]["parameters"]["limit"] = str(spec.main_fuse)
-    site: Site = {"id": f"site-{number:04d}", "name": spec.name, "timezone": spec.timezone}
-    if spec.controller:
-        site["local_controller"] = {
-            "id": f"lc-{number:04d}",
-            "name": f"Controller {spec.name}",
-            "serial_no": f"SN{rng.randrange(10**7, 10**8)}",
-            "device_id": f"dev-{rng.getrandbits(48):012x}",
-        }
-    site["fuse_tree"] = fuse_tree
-    if spec.vendor_meta:
-        site["vendor_meta"] = {"tenant": f"t-{number:04d}", "beta_features": ["dlm2"]}
-    return site

@@ -1,0 +1,98 @@
+"""`/connectors` query parameters and the signed opaque cursors that page through them.
+
+A cursor is base64url(tag + JSON): the JSON names the last position returned and a
+fingerprint of the query's filters, the tag is an HMAC over it with the cursor key.  The key
+is `GATEWAY_CURSOR_SECRET`, or one generated once and shared through Redis (so every replica
+accepts every replica's cursors), never the upstream API secret.  A tampered cursor, or one
+from another query, is a 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+
+import orjson
+
+from .errors import BadRequest
+from .fleet import DEFAULT_LIMIT, MAX_LIMIT, PositionKey, Query
+from .ids import validate_id
+
+FILTERS = ("site_id", "charging_station_id", "v2g", "account")
+PARAMETERS = frozenset({*FILTERS, "limit", "cursor"})
+MAX_VALUE_LENGTH = 256
+MAX_CURSOR_LENGTH = 4096
+
+
+class Cursors:
+    def __init__(self, key: bytes) -> None:
+        self._key = hashlib.sha256(b"chargepilot-gateway cursor\x00" + key).digest()
+
+    def _tag(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+
+    def encode(self, query: Query, after: PositionKey) -> str:
+        payload = orjson.dumps({"q": _fingerprint(query), "k": list(after)})
+        return base64.urlsafe_b64encode(self._tag(payload) + payload).decode("ascii").rstrip("=")
+
+    def decode(self, query: Query, cursor: str) -> PositionKey:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (binascii.Error, ValueError):
+            raise BadRequest("cursor is not valid") from None
+        tag, payload = raw[:16], raw[16:]
+        if len(tag) != 16 or not hmac.compare_digest(tag, self._tag(payload)):
+            raise BadRequest("cursor is not valid")
+        try:
+            data = orjson.loads(payload)
+            site_id, rank, connector_id, occurrence = data["k"]
+            key = (str(site_id), int(rank), str(connector_id), int(occurrence))
+            fingerprint = data["q"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise BadRequest("cursor is not valid") from None
+        if fingerprint != _fingerprint(query):
+            raise BadRequest("cursor belongs to another query (filters differ)")
+        return key
+
+
+def _fingerprint(query: Query) -> str:
+    return hashlib.sha256(orjson.dumps(list(query.filters))).hexdigest()[:16]
+
+
+def parse_query(params: Mapping[str, str], cursors: Cursors) -> Query:
+    """Validate `/connectors` query parameters; any problem is a 400 naming the parameter."""
+    unknown = sorted(set(params) - PARAMETERS)
+    if unknown:
+        raise BadRequest(
+            f"unknown query parameter {unknown[0]!r}; allowed: " + ", ".join(sorted(PARAMETERS))
+        )
+    if len(params) != len(set(params)):
+        raise BadRequest("a query parameter is given more than once")
+    for name, value in params.items():
+        longest = MAX_CURSOR_LENGTH if name == "cursor" else MAX_VALUE_LENGTH
+        if not value or len(value) > longest or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise BadRequest(f"query parameter {name!r} is empty or malformed")
+    v2g: bool | None = None
+    if "v2g" in params:
+        if params["v2g"] not in ("true", "false"):
+            raise BadRequest("v2g must be true or false")
+        v2g = params["v2g"] == "true"
+    limit = DEFAULT_LIMIT
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            raise BadRequest("limit must be an integer") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    site_id = params.get("site_id")
+    if site_id is not None:
+        validate_id(site_id, "site_id")
+    query = Query(site_id, params.get("charging_station_id"), v2g, params.get("account"), limit)
+    if "cursor" in params:
+        after = cursors.decode(query, params["cursor"])
+        query = Query(*query.filters, limit=limit, after=after)
+    return query

@@ -1,0 +1,83 @@
+"""A worker's lifecycle after start: the drain on SIGTERM/SIGINT and token reloads on SIGHUP.
+
+SIGTERM (or SIGINT) sets `Drain` at once: `/readyz` answers 503 and every response closes
+its connection, while requests are still served for `GATEWAY_SHUTDOWN_DELAY`, so load
+balancers take the replica out before it stops listening.  The caller then stops the
+runner, which stops accepting, lets in-flight requests finish (up to
+`GATEWAY_DRAIN_TIMEOUT`) and runs the app's cleanup (Redis, upstream connections).  More
+signals during the drain change nothing.
+
+SIGHUP re-reads the client and admin tokens (their `*_FILE`s) and swaps them in without
+touching a connection.  A file that cannot be read or parsed, or one that would leave no
+client token where there were some (which would open the data endpoints), logs one error
+line and keeps the previous tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from .settings import Secret, SettingsError, read_tokens
+
+log = logging.getLogger("gateway")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Drain:
+    """Set once, when the process starts shutting down."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def begin(self) -> None:
+        self.active = True
+
+
+DRAIN = web.AppKey("drain", Drain)
+ApplyTokens = Callable[[Mapping[str, Secret], Secret | None], None]
+
+
+class TokenReloader:
+    """Re-reads the tokens from `env` (SIGHUP) and hands them to `apply`."""
+
+    def __init__(self, env: Mapping[str, str], apply: ApplyTokens, *, had_clients: bool) -> None:
+        self._env = env
+        self._apply = apply
+        self._had_clients = had_clients
+
+    def __call__(self) -> bool:
+        try:
+            clients, admin = read_tokens(self._env)
+            if self._had_clients and not clients:
+                raise SettingsError(
+                    "GATEWAY_CLIENT_TOKENS_FILE", "has no tokens (that would open the API)"
+                )
+        except SettingsError as error:
+            log.error("token reload failed; keeping the previous tokens: %s", error)
+            return False
+        self._apply(clients, admin)
+        self._had_clients = bool(clients)
+        log.info("tokens reloaded", extra={"count": len(clients)})
+        return True
+
+
+async def until_stop_signal(drain: Drain, on_hangup: Callable[[], object]) -> str:
+    """Wait for SIGTERM or SIGINT, setting `drain` in the signal handler itself; SIGHUP
+    calls `on_hangup` meanwhile (and after).  Returns the signal's name."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[str] = loop.create_future()
+
+    def stop(signum: signal.Signals) -> None:
+        drain.begin()
+        if not stopped.done():
+            stopped.set_result(signum.name)
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    return await stopped
