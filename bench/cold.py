@@ -1,11 +1,14 @@
 """Cold keys: what a miss costs on top of the upstream's own latency, and the first fill of
 a large fleet (500 sites x 200 connectors) on a Redis this benchmark starts itself.
 
-Miss path: the simulator answers every request after `Plan.miss_latency`.  The same client
-(aiohttp, `Plan.miss_concurrency` at a time) first asks the simulator directly, with signed
-requests, for every site once, then asks a fresh gateway for every site once: each is a
-cold key.  Only answers that say `fwd=miss` (and not `collapsed`) count as misses; the
-latency the gateway adds is the difference of the two distributions at p50 and at p99.
+Miss path: the simulator answers every request after `Plan.miss_latency`.  One client,
+one request at a time on a keep-alive session, first asks the simulator directly (signed)
+for `Plan.miss_samples` sites, then asks a fresh gateway for the same sites, purging the
+gateway's cache (`POST /admin/purge {}`, untimed) before each request, so every answer is
+a cold key whatever the gateway's design fetches for one (a site, or the fleet list
+first).  Only answers that say `fwd=miss` count as misses; the latency the gateway adds is
+the difference of the two distributions at p50 and at p99, and the simulator's call log
+says which upstream calls a miss made.
 
 Fleet: time to the first (cold) `/connectors` answer, the gateway's VmRSS after it, every
 connector reached by paging (against a count taken from the upstream's own answer), and
@@ -17,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,21 +41,24 @@ from services import (
 from upstream_auth import signed_headers
 
 REQUEST_TIMEOUT = 60.0
+ADMIN_TOKEN = "bench-admin-token"
 PAGING_TIME_CAP = 600.0
 UPSTREAM = "/rest/v1"
 
 
 async def _timed_gets(
-    urls: list[str], headers: Callable[[str], dict[str, str]], concurrency: int
+    urls: list[str],
+    headers: Callable[[str], dict[str, str]],
+    before_each: Callable[[aiohttp.ClientSession], Awaitable[None]] | None = None,
 ) -> list[tuple[float, int, str]]:
-    """GET each URL once, `concurrency` at a time: (seconds, status, Cache-Status) each."""
-    queue = list(reversed(urls))
+    """GET each URL in turn on one keep-alive session, after `before_each` (untimed):
+    (seconds, status, Cache-Status) each."""
     results: list[tuple[float, int, str]] = []
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while queue:
-            url = queue.pop()
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for url in urls:
+            if before_each is not None:
+                await before_each(session)
             sent = time.perf_counter()
             try:
                 async with session.get(url, headers=headers(url)) as response:
@@ -60,10 +67,6 @@ async def _timed_gets(
             except (aiohttp.ClientError, TimeoutError):
                 status, cache = 0, ""
             results.append((time.perf_counter() - sent, status, cache))
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return results
 
 
@@ -77,25 +80,49 @@ def _upstream_sites(upstream_port: int) -> list[dict[str, Any]]:
     return list(sites if isinstance(sites, list) else next(iter(sites.values())))
 
 
+def _upstream_calls(upstream_port: int) -> Counter[str]:
+    """The simulator's call log by endpoint (`/sites`, `/sites/{id}`)."""
+    stats = orjson.loads(http_get(f"http://{HOST}:{upstream_port}/_sim/stats").body)
+    calls: Counter[str] = Counter()
+    for path, count in stats["by_path"].items():
+        endpoint = urlsplit(path).path.removeprefix(UPSTREAM)
+        calls["/sites" if endpoint == "/sites" else "/sites/{id}"] += count
+    return calls
+
+
+async def _purge(session: aiohttp.ClientSession, base: str) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with session.post(f"{base}/admin/purge", json={}, headers=headers) as response:
+        if response.status != 200:
+            raise RuntimeError(f"purge answered {response.status}: {await response.text()}")
+
+
 def miss_rows(procs: Processes, plan: Plan) -> list[Row]:
-    upstream = start_simulator(procs, "simulator-miss", sites=plan.miss_sites + 1,
+    upstream = start_simulator(procs, "simulator-miss", sites=plan.miss_sites,
                                connectors=plan.connectors_per_site, latency=plan.miss_latency,
-                               cpus=plan.cpus.client)  # fmt: skip
+                               cpus=plan.cpus.client, source=plan.source)  # fmt: skip
     ids = [str(site["id"]) for site in _upstream_sites(upstream)]
-    spare, measured = ids[0], ids[1:]
+    sample_ids = [ids[i % len(ids)] for i in range(plan.miss_samples)]
 
     def signed(url: str) -> dict[str, str]:
         return signed_headers(API_KEY, API_SECRET, urlsplit(url).path)
 
-    direct_urls = [f"http://{HOST}:{upstream}{UPSTREAM}/sites/{i}" for i in measured]
-    direct = asyncio.run(_timed_gets(direct_urls, signed, plan.miss_concurrency))
-    settings = {**MEASURING_ENV, "GATEWAY_LOG_LEVEL": plan.log_level}
+    direct_urls = [f"http://{HOST}:{upstream}{UPSTREAM}/sites/{i}" for i in sample_ids]
+    direct = asyncio.run(_timed_gets(direct_urls, signed))
+    settings = {**MEASURING_ENV, "GATEWAY_LOG_LEVEL": plan.log_level,
+                "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}  # fmt: skip
     gateway, base = start_gateway(procs, "gateway-miss", upstream_port=upstream,
-                                  settings=settings, cpus=plan.cpus.server)  # fmt: skip
-    http_get(f"{base}/sites/{spare}")  # opens the upstream connection pool; not measured
-    through = asyncio.run(
-        _timed_gets([f"{base}/sites/{i}" for i in measured], lambda _: {}, plan.miss_concurrency)
-    )
+                                  settings=settings, cpus=plan.cpus.server,
+                                  source=plan.source)  # fmt: skip
+    http_get(f"{base}/sites/{ids[0]}")  # opens the upstream connection pool; not measured
+    calls_before = _upstream_calls(upstream)
+
+    async def purge(session: aiohttp.ClientSession) -> None:
+        await _purge(session, base)
+
+    urls = [f"{base}/sites/{i}" for i in sample_ids]
+    through = asyncio.run(_timed_gets(urls, lambda _: {}, purge))
+    calls = _upstream_calls(upstream) - calls_before
     procs.stop(gateway)
     procs.stop_named("simulator-miss")
 
@@ -105,14 +132,16 @@ def miss_rows(procs: Processes, plan: Plan) -> list[Row]:
         for seconds, status, cache in through
         if status == 200 and "fwd=miss" in cache and "collapsed" not in cache
     )
+    label = f"{plan.miss_latency * 1000:g} ms latency, fleet of {len(ids)}"
     upstream_row = Row(
-        key="upstream-miss", kind="upstream", label=f"upstream alone ({plan.miss_latency * 1000:g} "
-        "ms latency): signed GET /rest/v1/sites/{id}, each once", requests=len(direct),
-        errors=len(direct) - len(own), p50_ms=percentile_ms(own, 0.5),
-        p99_ms=percentile_ms(own, 0.99), tool="aiohttp",
+        key="upstream-miss", kind="upstream",
+        label=f"upstream alone ({label}): signed GET /rest/v1/sites/{{id}}",
+        requests=len(direct), errors=len(direct) - len(own), p50_ms=percentile_ms(own, 0.5),
+        p99_ms=percentile_ms(own, 0.99), tool="aiohttp", notes="one at a time",
     )  # fmt: skip
     row = Row(
-        key="gateway-miss", kind="miss", label="gateway, 1 worker: cold GET /sites/{id}, each once",
+        key="gateway-miss", kind="miss",
+        label="gateway, 1 worker: cold GET /sites/{id} (purged before each)",
         requests=len(through), errors=sum(status != 200 for _, status, _ in through),
         p50_ms=percentile_ms(misses, 0.5), p99_ms=percentile_ms(misses, 0.99), tool="aiohttp",
     )  # fmt: skip
@@ -120,12 +149,14 @@ def miss_rows(procs: Processes, plan: Plan) -> list[Row]:
         "p50": percentile_ms(misses, 0.5) - percentile_ms(own, 0.5),
         "p99": percentile_ms(misses, 0.99) - percentile_ms(own, 0.99),
     }
+    per_miss = {endpoint: round(n / max(1, len(through)), 2) for endpoint, n in calls.items()}
     row.details = {"misses": len(misses), "not_misses": len(through) - len(misses),
                    "added_p50_ms": round(added["p50"], 3),
-                   "added_p99_ms": round(added["p99"], 3)}  # fmt: skip
+                   "added_p99_ms": round(added["p99"], 3),
+                   "upstream_calls_per_request": per_miss}  # fmt: skip
     row.ratio = f"{added['p50']:+.2f} ms p50, {added['p99']:+.2f} ms p99"
-    row.notes = f"{len(misses)} of {len(through)} answers were misses"
-    upstream_row.notes = f"concurrency {plan.miss_concurrency}"
+    made = ", ".join(f"GET {e} x{n:g}" for e, n in sorted(per_miss.items())) or "none"
+    row.notes = f"{len(misses)} of {len(through)} answers were misses; upstream calls each: {made}"
     return [upstream_row, row]
 
 
@@ -184,14 +215,15 @@ def fleet_row(procs: Processes, plan: Plan) -> Row:
     redis_url = start_redis(procs, "redis-fleet")
     upstream = start_simulator(procs, "simulator-fleet", sites=plan.fleet_sites,
                                connectors=plan.fleet_connectors,
-                               cpus=plan.cpus.client)  # fmt: skip
+                               cpus=plan.cpus.client, source=plan.source)  # fmt: skip
     sites = _upstream_sites(upstream)
     expected = {"sites": len(sites), "connectors": _count_connectors(sites)}
     del sites
     settings = {"REDIS_URL": redis_url, "GATEWAY_SHUTDOWN_DELAY": "0",
                 "GATEWAY_LOG_LEVEL": plan.log_level}  # fmt: skip
     gateway, base = start_gateway(procs, "gateway-fleet", upstream_port=upstream,
-                                  settings=settings, cpus=plan.cpus.server)  # fmt: skip
+                                  settings=settings, cpus=plan.cpus.server,
+                                  source=plan.source)  # fmt: skip
     rss_before, cpu_before = rss_kib(gateway.pid), cpu_seconds(gateway.pid)
     started = time.perf_counter()
     first = http_get(f"{base}/connectors?limit={plan.fleet_page_limit}")

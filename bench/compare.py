@@ -63,6 +63,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="measured runs per row (default 3)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--log-level", default="INFO", help="GATEWAY_LOG_LEVEL (hits, misses)")
+    parser.add_argument(
+        "--gateway-source",
+        type=Path,
+        default=REPO,
+        metavar="DIR",
+        help="run the gateway and simulator of this checkout (default: this one)",
+    )
     parser.add_argument("--no-install", action="store_true", help="never apt-get missing tools")
     parser.add_argument("--deadline", type=float, default=1800.0, help="seconds for everything")
     parser.add_argument("--profile", action="store_true", help="profile hits with py-spy only")
@@ -78,6 +85,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
     if not args.parts or not set(args.parts) <= set(PARTS):
         parser.error(f"--parts: a comma-separated selection of {','.join(PARTS)}")
+    args.gateway_source = args.gateway_source.resolve()
+    if not (args.gateway_source / "gateway" / "__main__.py").is_file():
+        parser.error(f"--gateway-source: no gateway/__main__.py in {args.gateway_source}")
     if args.loadgen == "wrk" and shutil.which("wrk") is None and (args.quick or args.no_install):
         parser.error("--loadgen wrk: wrk is not installed")
     return args
@@ -113,16 +123,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.rounds is not None:
         overrides["rounds"] = args.rounds
     return Plan(quick=args.quick, tool=tool, nginx=shutil.which("nginx") is not None,
-                cpus=Cpus.detect(), connections=args.connections, log_level=args.log_level,
-                **overrides)  # fmt: skip
+                cpus=Cpus.detect(), source=args.gateway_source, connections=args.connections,
+                log_level=args.log_level, **overrides)  # fmt: skip
 
 
 def load_description(plan: Plan) -> str:
     tool = "wrk -t1" if plan.tool == "wrk" else "Python fallback (bench/loadgen.py), 1 process"
     seconds, warmup = (run_seconds(plan.tool, t) if t else 0 for t in (plan.seconds, plan.warmup))
     return (f"{tool}, {plan.connections} connections, {plan.rounds} x {seconds:g} s per row "
-            f"after a {warmup:g} s warm-up, the median run kept; misses: aiohttp, "
-            f"concurrency {plan.miss_concurrency}, {plan.miss_sites} sites of "
+            f"after a {warmup:g} s warm-up, the median run kept; misses: aiohttp, one at "
+            f"a time, {plan.miss_samples} requests over {plan.miss_sites} sites of "
             f"{plan.connectors_per_site} connectors")  # fmt: skip
 
 
@@ -158,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, _deadline)
     signal.alarm(max(1, int(args.deadline)))
     started, clock = datetime.datetime.now(datetime.UTC), time.monotonic()
-    machine, versions = report.machine(), report.versions(plan.tool)
+    machine, versions = report.machine(), report.versions(plan.tool, plan.source)
     workdir = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     try:
         with Processes(workdir) as procs:
@@ -190,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": dataclasses.asdict(plan),
         "rows": [row.as_dict() for row in rows],
     }
-    print(json.dumps(result, indent=2) if args.json else text_table(rows))
+    print(json.dumps(result, indent=2, default=str) if args.json else text_table(rows))
     if args.out is not None:
         section = report.section(args.label, result, markdown_table(rows))
         report.write_section(args.out, args.label, section)

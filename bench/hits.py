@@ -115,7 +115,7 @@ def gateway_rows(
                     "GATEWAY_LOG_LEVEL": plan.log_level}  # fmt: skip
         process, base = start_gateway(
             procs, f"gateway-{workers}w", upstream_port=upstream_port, settings=settings,
-            cpus=server,
+            cpus=server, source=plan.source,
         )  # fmt: skip
         for path, route, target in targets:
             # Fresh connections, so with 2 workers (each its own cache) both likely fill.
@@ -187,7 +187,7 @@ def hit_rows(procs: Processes, plan: Plan) -> list[Row]:
     """Every hit row, in table order: /sites/{id} (1 then 2), then the /connectors page."""
     upstream = start_simulator(procs, "simulator-hits", sites=plan.hit_sites,
                                connectors=plan.connectors_per_site,
-                               cpus=plan.cpus.client)  # fmt: skip
+                               cpus=plan.cpus.client, source=plan.source)  # fmt: skip
     gateway, bodies = gateway_rows(procs, plan, upstream)
     bare = bare_rows(procs, plan, bodies)
     rival = nginx_rows(procs, plan, upstream)

@@ -129,10 +129,11 @@ def profile(
     binary = py_spy()
     upstream = start_simulator(procs, "simulator-profile", sites=plan.hit_sites,
                                connectors=plan.connectors_per_site,
-                               cpus=plan.cpus.client)  # fmt: skip
+                               cpus=plan.cpus.client, source=plan.source)  # fmt: skip
     settings = {**MEASURING_ENV, "GATEWAY_LOG_LEVEL": plan.log_level}
     gateway, base = start_gateway(procs, "gateway-profile", upstream_port=upstream,
-                                  settings=settings, cpus=plan.cpus.server)  # fmt: skip
+                                  settings=settings, cpus=plan.cpus.server,
+                                  source=plan.source)  # fmt: skip
     for _ in range(2):  # the first fills
         http_get(base + SITE_PATH)
     run_load(base + SITE_PATH, tool=plan.tool, connections=plan.connections,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from procs import Cpus
@@ -18,6 +19,7 @@ class Plan:
     tool: str  # load generator: "wrk" or "python"
     nginx: bool  # nginx installed: measure it
     cpus: Cpus
+    source: Path  # the tree whose gateway and simulator run (`python -m` from there)
     connections: int = 64
     seconds: float = 5.0  # one measured load run
     warmup: float = 2.0  # an unmeasured run before the measured ones (0: none)
@@ -25,8 +27,8 @@ class Plan:
     hit_sites: int = 20
     connectors_per_site: int = 50  # a site of ~20 KB normalized (~16 KB upstream)
     page_limit: int = 100  # the /connectors page measured as a hit
-    miss_sites: int = 400
-    miss_concurrency: int = 4
+    miss_sites: int = 100  # the fleet behind the miss path (a design may fetch all of it)
+    miss_samples: int = 200  # cold requests, one at a time
     miss_latency: float = 0.05
     fleet_sites: int = 500
     fleet_connectors: int = 200
@@ -43,7 +45,8 @@ QUICK = {
     "warmup": 0.0,
     "rounds": 1,
     "hit_sites": 4,
-    "miss_sites": 24,
+    "miss_sites": 10,
+    "miss_samples": 20,
     "fleet_sites": 20,
     "fleet_connectors": 20,
     "fleet_page_limit": 100,

@@ -42,6 +42,8 @@ def location(path: str, *, api_key: str, secret: str, now: float | None) -> str:
         f"            proxy_pass http://simulator{upstream_path};",
         # A location's proxy_set_header replaces every inherited one, so all are here.
         '            proxy_set_header Connection "";',
+        # One cached variant: the upstream's identity bytes, whatever the client accepts.
+        '            proxy_set_header Accept-Encoding "";',
         *(f'            proxy_set_header {name} "{value}";' for name, value in headers.items()),
         "        }",
     ]

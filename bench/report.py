@@ -64,13 +64,13 @@ def _version(package: str) -> str | None:
         return None
 
 
-def versions(tool: str) -> dict[str, str | None]:
+def versions(tool: str, source: Path) -> dict[str, str | None]:
     redis = re.search(r"v=(\S+)", _run(["redis-server", "--version"]))
     wrk = re.search(r"^wrk (\S+)", _run(["wrk", "-v"]), re.MULTILINE)
-    # The gateway's own code: the last commit that changed gateway/, and whether it is
-    # modified now (bench/ changes do not change what is measured).
-    commit = _run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "gateway"])
-    dirty = _run(["git", "-C", str(REPO), "status", "--porcelain", "--", "gateway"])
+    # The measured gateway's code: the last commit that changed gateway/ in `source`, and
+    # whether it is modified now (bench/ changes do not change what is measured).
+    commit = _run(["git", "-C", str(source), "log", "-1", "--format=%h", "--", "gateway"])
+    dirty = _run(["git", "-C", str(source), "status", "--porcelain", "--", "gateway"])
     return {
         "python": platform.python_version(),
         "aiohttp": _version("aiohttp"),
@@ -82,6 +82,7 @@ def versions(tool: str) -> dict[str, str | None]:
         "wrk": wrk.group(1) if wrk else None,
         "load generator": tool,
         "gateway commit": (commit + (" (gateway/ modified)" if dirty else "")) or None,
+        "gateway source": None if source == REPO else str(source),
     }
 
 

@@ -81,13 +81,15 @@ def start_simulator(
     connectors: int,
     latency: float = 0.0,
     cpus: str | None = None,
+    source: Path = REPO,
 ) -> int:
-    """The simulator serving `build_fleet(sites, connectors)`; returns its port."""
+    """The simulator of the tree at `source` serving `build_fleet(sites, connectors)`;
+    returns its port."""
     port = free_port()
     command = [sys.executable, "-m", "gateway.simulator", "--host", HOST, "--port", str(port),
                "--key", API_KEY, "--secret", API_SECRET, "--latency", f"{latency:g}",
                "--sites", str(sites), "--connectors-per-site", str(connectors)]  # fmt: skip
-    process = procs.start(name, command, cwd=REPO, cpus=cpus)
+    process = procs.start(name, command, cwd=source, cpus=cpus)
     procs.wait_port(process, port, FLEET_BUILD_TIMEOUT)
     return port
 
@@ -117,12 +119,15 @@ def start_gateway(
     upstream_port: int,
     settings: dict[str, str],
     cpus: str | None = None,
+    source: Path = REPO,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m gateway` with `settings` (environment variables); the process and its
-    base URL, once `/readyz` answers 200."""
+    """`python -m gateway` of the tree at `source` (its working directory, so first on
+    sys.path) with `settings` (environment variables); the process and its base URL, once
+    `/readyz` answers 200."""
     port = free_port()
     env = gateway_env(upstream_port, port, settings)
-    process = procs.start(name, [sys.executable, "-m", "gateway"], env=env, cwd=REPO, cpus=cpus)
+    command = [sys.executable, "-m", "gateway"]
+    process = procs.start(name, command, env=env, cwd=source, cpus=cpus)
     procs.wait_port(process, port, START_TIMEOUT)
     base = f"http://{HOST}:{port}"
     wait_ok(f"{base}/readyz")

@@ -85,11 +85,13 @@ def test_quick_compare_reports_every_row_and_writes_the_results_file(tmp_path: P
 
     plan = result["plan"]
     upstream, miss = rows["upstream-miss"], rows["gateway-miss"]
-    assert upstream["requests"] == miss["requests"] == plan["miss_sites"]
+    assert upstream["requests"] == miss["requests"] == plan["miss_samples"]
     assert upstream["errors"] == miss["errors"] == 0
     assert upstream["p50_ms"] >= plan["miss_latency"] * 1000, "the simulator's latency applies"
-    assert miss["details"]["misses"] == plan["miss_sites"] and miss["details"]["not_misses"] == 0
+    assert miss["details"]["misses"] == plan["miss_samples"], "purged: every request is cold"
+    assert miss["details"]["not_misses"] == 0
     assert miss["details"]["added_p50_ms"] == pytest.approx(miss["p50_ms"] - upstream["p50_ms"])
+    assert sum(miss["details"]["upstream_calls_per_request"].values()) >= 1, "a miss goes up"
 
     fleet = rows["fleet"]["details"]
     expected = plan["fleet_sites"] * plan["fleet_connectors"]
