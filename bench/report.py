@@ -20,13 +20,16 @@ TITLE = "# Benchmark results: gateway vs bare aiohttp vs nginx proxy_cache"
 PREAMBLE = f"""{TITLE}
 
 Written by `bench/compare.py --out bench/RESULTS.md --label '<label>'`, one section per
-label (a run with the same label replaces its section). What each number means:
-[`bench/README.md`](README.md). Re-run on an otherwise idle machine:
+label (a run with the same label replaces its section; text added under it goes too). What
+each number means: [`bench/README.md`](README.md). Re-run on an otherwise idle machine:
 
 ```sh
 bash scripts/setup
-.venv/bin/python bench/compare.py --out bench/RESULTS.md --label 'after the request-path redesign'
+.venv/bin/python bench/compare.py --out bench/RESULTS.md --label 'after <change> (main <commit>)'
 .venv/bin/python bench/compare.py --profile     # where a hit's time goes (bench/PROFILE.md)
+# the same harness against an older checkout, e.g. the baseline's commit:
+git clone -q . /tmp/old && git -C /tmp/old checkout -q f7a7b53
+.venv/bin/python bench/compare.py --gateway-source /tmp/old --out bench/RESULTS.md --label '…'
 ```
 
 Ratios compare rows of one run only; absolute req/s depend on the machine and its load.
