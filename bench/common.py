@@ -1,18 +1,16 @@
-"""What the benchmarks share: loopback servers on free ports, gateway settings for a run
-against the simulator, and percentiles.  Imported by the scripts beside it
-(`python bench/<script>.py` puts this folder on sys.path)."""
+"""What the benchmarks share: loopback addresses and free ports, serving an app on one, the
+simulator's credentials, and percentiles.  Imported by the scripts beside it
+(`python bench/<script>.py` puts this folder on sys.path).  Nothing here imports the
+gateway, so a benchmark that drives it only as a process (`compare.py`) stays independent
+of its internals; the in-process scripts take their settings from `inprocess.py`."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
-
-from gateway.settings import Secret, Settings
 
 HOST = "127.0.0.1"
 API_KEY = "bench-key"
@@ -42,21 +40,6 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://{HOST}:{bound_port(runner)}"
     finally:
         await runner.cleanup()
-
-
-def gateway_settings(simulator_url: str, **overrides: Any) -> Settings:
-    """Settings for a gateway in front of the simulator at `simulator_url`, fresh for the
-    whole run (nothing may turn stale and refresh in the middle of a measurement)."""
-    base = Settings(
-        base_url=f"{simulator_url}/rest/v1",
-        api_key=Secret(API_KEY),
-        api_secret=Secret(API_SECRET),
-        host=HOST,
-        port=0,
-        cache_ttl=3600.0,
-        upstream_rps=1000.0,
-    )
-    return dataclasses.replace(base, **overrides)
 
 
 def percentile_ms(sorted_values: list[float], fraction: float) -> float:

@@ -48,10 +48,10 @@ from common import (
     API_SECRET,
     HOST,
     free_port,
-    gateway_settings,
     percentile_ms,
     serve,
 )
+from inprocess import gateway_settings
 
 from gateway.app import create_app
 from gateway.settings import Secret

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-from common import API_KEY, API_SECRET, gateway_settings, percentile_ms, serve
+from common import API_KEY, API_SECRET, percentile_ms, serve
+from inprocess import gateway_settings
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import logs

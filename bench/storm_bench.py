@@ -44,7 +44,8 @@ from typing import Any
 import aiohttp
 import redis
 import redis.asyncio as aioredis
-from common import API_KEY, API_SECRET, HOST, free_port, gateway_settings, percentile_ms, serve
+from common import API_KEY, API_SECRET, HOST, free_port, percentile_ms, serve
+from inprocess import gateway_settings
 
 from gateway import logs
 from gateway.app import create_app
