@@ -181,10 +181,13 @@ class Cache:
         *,
         stored_at: float,
         partial: Collection[str] = (),
+        lifetime: float | None = None,
     ) -> dict[str, Entry]:
-        """Store `bodies` (keys in `partial`: only their metadata stays in the tier)."""
+        """Store `bodies` for `lifetime` seconds (default: fresh + stale); keys in `partial`
+        keep only their metadata in the tier."""
         entries = {key: Entry.for_body(body, stored_at) for key, body in bodies.items()}
-        await self._write(entries, self.fresh_ttl + self.stale_ttl, partial)
+        total = self.fresh_ttl + self.stale_ttl if lifetime is None else lifetime
+        await self._write(entries, total, partial)
         return entries
 
     async def put_negative(self, keys: Iterable[str], *, stored_at: float) -> None:

@@ -203,7 +203,13 @@ class Filler:
         if built.duplicates:
             self._metrics.duplicate_connectors.labels("fleet").inc(built.duplicates)
         partial = {self._keys.fleet()}
+        known = {self._keys.known(): built.bodies.pop(self._keys.known())}
         entries = await self._cache.put_many(built.bodies, stored_at=stored_at, partial=partial)
+        # The known ids back the known-id gate for the negative TTL, however short the
+        # cache's own lifetimes are set.
+        cache = self._cache
+        lifetime = max(cache.fresh_ttl + cache.stale_ttl, cache.negative_ttl)
+        entries.update(await cache.put_many(known, stored_at=stored_at, lifetime=lifetime))
         self.ages.replace(built.site_ids, stored_at)
         self._metrics.sites_cached.set(len(built.site_ids))
         self._metrics.connectors_cached.set(built.connector_count)

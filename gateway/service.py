@@ -172,7 +172,10 @@ class SiteService:
     # -- the known-id gate ----------------------------------------------------------------
 
     async def known_ids(self, *, from_shared: bool = False) -> Known | None:
-        lookup = await self.cache.get(self.keys.known(), from_shared=from_shared)
+        trusted_for = max(self.cache.fresh_ttl, self._negative_ttl)
+        lookup = await self.cache.get(
+            self.keys.known(), from_shared=from_shared, fresh_ttl=trusted_for
+        )
         if lookup is None or lookup.entry.negative:
             return None
         known = self._known
@@ -238,13 +241,12 @@ class SiteService:
         return await self.cache.purge_all()
 
     async def purge_site(self, site_id: str) -> int:
-        """Drop a site, its views, and the fleet entries that hold it."""
+        """Drop a site, its views, and the fleet entries that hold its data.  The known ids
+        stay: the site still exists, and its next request is one site fetch, not a list."""
         keys = self.keys
-        self._forget()
+        self._index = None
         self.ages.stored_at.pop(site_id, None)
-        return await self.cache.delete(
-            [*keys.site_family(site_id), keys.sites(), keys.known(), keys.fleet()]
-        )
+        return await self.cache.delete([*keys.site_family(site_id), keys.sites(), keys.fleet()])
 
     def _forget(self) -> None:
         self._index = None

@@ -401,3 +401,37 @@ async def test_deep_trees_are_served(make_simulator: MakeSim, make_gateway: Gate
     assert len(nodes["data"]) == 500
     assert nodes["data"][-1]["effective_limit"] == 16
     assert orjson.loads(text)["id"] == "deep"
+
+
+async def test_with_caching_off_the_gateway_passes_through(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    """GATEWAY_CACHE_TTL=0 and GATEWAY_CACHE_STALE=0 keep nothing: every answer is fetched,
+    and a site still answers 200 (the known-id list lives its negative TTL regardless)."""
+    gw = await make_gateway(settings_for(simulator, cache_ttl=0, cache_stale=0))
+    for _ in range(3):
+        response = await gw.get("/sites/site-0001")
+        assert response.status == 200
+        assert (await response.json())["id"] == "site-0001"
+    assert simulator.data_calls("/rest/v1/sites") == 1
+    assert simulator.data_calls("/rest/v1/sites/site-0001") == 3
+    assert (await gw.get("/sites/nowhere")).status == 404
+
+
+async def test_purging_one_site_costs_one_site_fetch_not_the_list(
+    simulator: Simulator, make_gateway: GatewayFactory, cache_mode: str | None
+) -> None:
+    from gateway.settings import Secret
+
+    gw = await make_gateway(
+        settings_for(simulator, redis_url=cache_mode, admin_token=Secret("admin-1"))
+    )
+    assert (await gw.get("/sites/site-0002")).status == 200
+    purged = await gw.post(
+        "/admin/purge", json={"site_id": "site-0002"}, headers={"Authorization": "Bearer admin-1"}
+    )
+    assert purged.status == 200
+    again = await gw.get("/sites/site-0002")
+    assert again.status == 200 and again.headers["Cache-Status"].endswith("fwd=miss; stored")
+    assert simulator.data_calls("/rest/v1/sites") == 1
+    assert simulator.data_calls("/rest/v1/sites/site-0002") == 1
