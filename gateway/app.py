@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__
+from .access import AccessLog, Accounting
 from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS
 from .cache import Cache
 from .circuit import Circuit
@@ -71,7 +72,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     auth = Auth(settings.client_tokens, settings.admin_token)
     drain = Drain()
     edge = make_middleware(
-        metrics,
+        Accounting(metrics, AccessLog()),
         auth,
         ClientQuota(settings.client_rps),
         client_address=ClientAddress(settings.trusted_proxies),

@@ -7,15 +7,18 @@ percent-encoded path segment (`upstream.path_segment`) and into keys percent-enc
 
 from __future__ import annotations
 
+import re
+
 from .errors import BadRequest
 
 MAX_ID_LENGTH = 200
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def validate_id(value: str, what: str) -> str:
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         raise BadRequest(f"{what} must be 1 to {MAX_ID_LENGTH} characters")
-    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in value):
+    if _CONTROL.search(value):
         raise BadRequest(f"{what} must not contain control characters")
     try:
         value.encode("utf-8")

@@ -31,7 +31,17 @@ FORMAT = "v2"
 
 
 def _id(value: str) -> str:
-    return quote(value, safe="")
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        if len(_QUOTED) >= _QUOTED_MAX:
+            _QUOTED.clear()  # ids are few (sites, connectors); a flood only costs recomputing
+        quoted = _QUOTED[value] = quote(value, safe="")
+    return quoted
+
+
+# Percent-encoding an id is pure and on every request's path: remember recent ones.
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 100_000
 
 
 class Keys:

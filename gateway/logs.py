@@ -111,7 +111,9 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str, *, secrets: Iterable[str] = (), stream: Any = None) -> None:
     """Route all logging through one JSON handler at `level` (idempotent)."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    redactor = Redactor(secrets)
+    handler.setFormatter(JsonFormatter(redactor))
+    handler._redactor = redactor  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_gateway", False):
@@ -121,3 +123,12 @@ def configure(level: str, *, secrets: Iterable[str] = (), stream: Any = None) ->
     root.setLevel(level)
     # aiohttp's own access log is replaced by ours (one structured line per request).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def gateway_stream() -> tuple[Any, Redactor]:
+    """The stream and redactor of the handler `configure` installed (for the access log's
+    own writer, `access.py`); (None, an empty redactor) before `configure` ran."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_gateway", False) and isinstance(handler, logging.StreamHandler):
+            return handler.stream, getattr(handler, "_redactor", Redactor())
+    return None, Redactor()

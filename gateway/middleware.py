@@ -17,7 +17,6 @@ import hmac
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from .access import Accounting, RequestIds
 from .errors import (
     BadRequest,
     ClientClosedRequest,
@@ -38,12 +38,10 @@ from .errors import (
 )
 from .lifecycle import Drain
 from .logs import request_id_var, upstream_outcomes_var
-from .metrics import Metrics
 from .quota import ClientAddress, ClientQuota
 from .responses import COLLAPSED_KEY, RESULT_KEY, cache_status, note
 from .settings import Secret
 
-access_log = logging.getLogger("gateway.access")
 log = logging.getLogger("gateway.http")
 
 PROBLEM_TYPE = "application/problem+json"
@@ -132,11 +130,17 @@ def route_template(request: web.Request) -> str:
     resource = route.resource
     if resource is None or isinstance(request.match_info.http_exception, web.HTTPException):
         return "unmatched"
-    return _PATTERN.sub(r"{\1}", resource.canonical)
+    template = _TEMPLATES.get(resource.canonical)
+    if template is None:
+        template = _TEMPLATES[resource.canonical] = _PATTERN.sub(r"{\1}", resource.canonical)
+    return template
+
+
+_TEMPLATES: dict[str, str] = {}  # a cache: canonical route -> template; routes are fixed
 
 
 def make_middleware(
-    metrics: Metrics,
+    accounting: Accounting,
     auth: Auth,
     quota: ClientQuota,
     *,
@@ -145,12 +149,13 @@ def make_middleware(
 ) -> Any:
     address_of = client_address or ClientAddress()
     drain = drain or Drain()
+    ids = RequestIds()
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        sent = request.headers.get("X-Request-ID", "")
-        request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        sent = request.headers.get("X-Request-ID")
+        request_id = sent if sent and _REQUEST_ID.match(sent) else ids.next()
         token = request_id_var.set(request_id)
         outcomes: list[str] = []
         outcomes_token = upstream_outcomes_var.set(outcomes)
@@ -188,26 +193,17 @@ def make_middleware(
             response.headers["X-Request-ID"] = request_id
             if drain.active:
                 response.force_close()  # go to a replica that is not shutting down
-            duration = time.perf_counter() - started
-            metrics.http_requests.labels(route, request.method, str(response.status)).inc()
-            metrics.http_duration.labels(route).observe(duration)
-            result = request.get(RESULT_KEY)
-            if result is not None:
-                metrics.cache_lookups.labels(route, result).inc()
-            if request.get(COLLAPSED_KEY):
-                metrics.coalesced.labels(route).inc()
-            access_log.info(
-                "request",
-                extra={
-                    "route": route,
-                    "method": request.method,
-                    "status": response.status,
-                    "duration_ms": round(duration * 1000, 3),
-                    "client": client,
-                    "cache": request.get(RESULT_KEY),
-                    "error": request.get(ERROR_KEY),
-                    "upstream": ",".join(outcomes) or None,
-                },
+            accounting.record(
+                request_id,
+                route,
+                request.method,
+                response.status,
+                time.perf_counter() - started,
+                result=request.get(RESULT_KEY),
+                collapsed=request.get(COLLAPSED_KEY, False),
+                client=client,
+                error=request.get(ERROR_KEY),
+                upstream=",".join(outcomes) or None,
             )
             return response
         finally:

@@ -35,6 +35,7 @@ from .fleet import FleetIndex, Query
 
 VIEWS = ("site", "connectors", "nodes")
 LIST_RETRY = 1.0
+MAX_SITE_FILLS = 100_000
 DECODE_IN_THREAD = 1 << 20
 
 
@@ -67,6 +68,7 @@ class SiteService:
         self._list_retry_at = -1e18
         self._index: FleetIndex | None = None
         self._loading: dict[str, asyncio.Task[FleetIndex]] = {}
+        self._site_fills: dict[str, Fill] = {}  # built once per id: hits need them too
 
     # -- fills ----------------------------------------------------------------------------
 
@@ -84,9 +86,14 @@ class SiteService:
         )
 
     def site_fill(self, site_id: str) -> Fill:
-        return Fill(
-            f"site:{site_id}", self.keys.site(site_id), lambda: self.filler.fill_site(site_id)
-        )
+        fill = self._site_fills.get(site_id)
+        if fill is None:
+            if len(self._site_fills) >= MAX_SITE_FILLS:
+                self._site_fills.clear()
+            fill = self._site_fills[site_id] = Fill(
+                f"site:{site_id}", self.keys.site(site_id), lambda: self.filler.fill_site(site_id)
+            )
+        return fill
 
     # -- what the routes ask for ----------------------------------------------------------
 
