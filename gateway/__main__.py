@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from aiohttp import web
 
 from . import __version__, logs
-from .lifecycle import DRAIN, ApplyTokens, TokenReloader, until_stop_signal
+from .lifecycle import DRAIN, ApplyTokens, EarlyStop, TokenReloader, until_stop_signal
 from .middleware import AUTH, Auth
 from .server import EdgeLimits, EdgeRunner, connection_cap, raise_file_limit
 from .settings import Secret, Settings, SettingsError
@@ -62,11 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, secrets=_secrets(settings))
     if settings.workers > 1 and not settings.demo and WORKER_ENV not in os.environ:
         return supervise(settings)
+    early = EarlyStop()
+    early.install()
     with contextlib.suppress(ImportError):
         import uvloop
 
-        return uvloop.run(serve(settings))
-    return asyncio.run(serve(settings))
+        return uvloop.run(serve(settings, early))
+    return asyncio.run(serve(settings, early))
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -80,7 +82,7 @@ def _secrets(settings: Settings) -> list[str]:
     return found
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, early: EarlyStop | None = None) -> int:
     from .app import create_app, create_metrics_app
     from .app_keys import METRICS
 
@@ -134,7 +136,7 @@ async def serve(settings: Settings) -> int:
             _token_applier(app[AUTH], settings),
             had_clients=bool(settings.client_tokens),
         )
-        name = await until_stop_signal(app[DRAIN], reload_tokens)
+        name = await until_stop_signal(app[DRAIN], reload_tokens, early)
         delay = _shutdown_delay(settings, os.environ)
         log.info("draining", extra={"signal": name, "delay": delay})
         await asyncio.sleep(delay)

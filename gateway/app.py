@@ -98,7 +98,7 @@ def create_metrics_app(main: web.Application) -> web.Application:
     async def view(request: web.Request) -> web.StreamResponse:
         return await metrics_view(main, request)
 
-    app.router.add_get("/metrics", view, allow_head=False)
+    app.router.add_get("/metrics", view, allow_head=True)
     return app
 
 

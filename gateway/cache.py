@@ -182,10 +182,15 @@ class Cache:
         stored_at: float,
         partial: Collection[str] = (),
         lifetime: float | None = None,
+        variants: Mapping[str, dict[str, bytes]] | None = None,
     ) -> dict[str, Entry]:
-        """Store `bodies` for `lifetime` seconds (default: fresh + stale); keys in `partial`
-        keep only their metadata in the tier."""
-        entries = {key: Entry.for_body(body, stored_at) for key, body in bodies.items()}
+        """Store `bodies` (with their content codings in `variants`, where built) for
+        `lifetime` seconds (default: fresh + stale); keys in `partial` keep only their
+        metadata in the tier."""
+        codings = variants or {}
+        entries = {
+            key: Entry.for_body(body, stored_at, codings.get(key)) for key, body in bodies.items()
+        }
         total = self.fresh_ttl + self.stale_ttl if lifetime is None else lifetime
         await self._write(entries, total, partial)
         return entries
@@ -214,7 +219,7 @@ class Cache:
         # A failed shared write is counted by the store; the tier still has the entries.
         with contextlib.suppress(CacheUnavailable):
             pairs = list(entries.items())
-            for chunk in chunks(pairs, lambda pair: len(pair[1].body)):
+            for chunk in chunks(pairs, lambda pair: pair[1].size):
                 await self.shared.set_many([(key, e.encode()) for key, e in chunk], ttl)
             await self._publish(entries)
 

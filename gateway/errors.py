@@ -6,6 +6,7 @@
     ├── Forbidden                 403  a known token without the right
     ├── NotFound                  404  unknown site or connector, disabled admin
     ├── MethodNotAllowed          405  with Allow
+    ├── NotAcceptable             406  Accept-Encoding refuses every coding the gateway has
     ├── Conflict                  409  an id listed by several accounts
     ├── TooManyRequests           429  a client over its quota, with Retry-After
     ├── StoreUnavailable          503  an admin action needs Redis and Redis does not answer
@@ -79,6 +80,10 @@ class MethodNotAllowed(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": ", ".join(sorted(self.allowed))}
+
+
+class NotAcceptable(GatewayError):
+    status, title, slug = 406, "Not Acceptable", "not-acceptable"
 
 
 class Conflict(GatewayError):

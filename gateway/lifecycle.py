@@ -66,7 +66,25 @@ class TokenReloader:
         return True
 
 
-async def until_stop_signal(drain: Drain, on_hangup: Callable[[], object]) -> str:
+class EarlyStop:
+    """A stop signal that arrives while the process is still starting (before the event
+    loop's handlers are in place) is remembered, not fatal: an orchestrator may stop a pod
+    a moment after starting it, and the process must still drain and exit 0."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._caught)
+
+    def _caught(self, signum: int, frame: object) -> None:
+        self.name = signal.Signals(signum).name
+
+
+async def until_stop_signal(
+    drain: Drain, on_hangup: Callable[[], object], early: EarlyStop | None = None
+) -> str:
     """Wait for SIGTERM or SIGINT, setting `drain` in the signal handler itself; SIGHUP
     calls `on_hangup` meanwhile (and after).  Returns the signal's name."""
     loop = asyncio.get_running_loop()
@@ -80,4 +98,6 @@ async def until_stop_signal(drain: Drain, on_hangup: Callable[[], object]) -> st
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop, signum)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if early is not None and early.name is not None:
+        stop(signal.Signals[early.name])
     return await stopped

@@ -1,8 +1,12 @@
-"""HTTP rendering of what the cache did: Cache-Status (RFC 9211), Age, ETag and 304.
+"""HTTP rendering of a served entry: content coding, Cache-Status (RFC 9211), Age, ETag, 304.
 
-The only place that turns an engine `Outcome` into header text.  Per entry, the headers
-that never change (ETag, Content-Type, Cache-Control, Vary) are built once and kept in the
-entry's `memo`; a hit copies them and adds the per-request ones.
+The only place that turns an engine `Outcome` into header text.  Per entry and content
+coding, the body to send and the headers that never change (ETag, Content-Type,
+Content-Encoding, Cache-Control, Vary) are built once and kept in the entry's `memo`; a hit
+copies them and adds the per-request ones.  Each coding has its own strong ETag (the
+identity tag with `-gzip`, `-br` or `-zstd`), and `If-None-Match` answers 304 when it names
+the tag of the representation that would be sent.  A coding the entry was not stored with
+is built once, on first use, and kept with the entry (`encodings.py`): never per request.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .encodings import IDENTITY, MIN_SIZE, compress, negotiate
 from .engine import Outcome, Served
 from .entry import Entry
+from .errors import NotAcceptable
 
 CACHE_NAME = "chargepilot-gateway"
 JSON = "application/json"
@@ -41,18 +47,29 @@ def note(request: web.Request, outcome: Outcome) -> None:
         request[COLLAPSED_KEY] = True
 
 
-def _static_headers(entry: Entry) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] | None = entry.memo.get("headers")
-    if headers is None:
-        headers = CIMultiDict(
-            {
-                "ETag": f'"{entry.etag}"',
-                "Content-Type": JSON,
-                "Cache-Control": "no-cache",
-            }
-        )
-        entry.memo["headers"] = headers
-    return headers
+def representation(entry: Entry, coding: str) -> tuple[bytes, CIMultiDict[str]]:
+    """The body to send in `coding` and its constant headers (built once per entry)."""
+    found: tuple[bytes, CIMultiDict[str]] | None = entry.memo.get(coding)
+    if found is not None:
+        return found
+    body, etag = entry.body, entry.etag
+    if coding != IDENTITY and len(entry.body) >= MIN_SIZE:
+        variant = entry.variants.get(coding)
+        if variant is None:
+            variant = entry.variants[coding] = compress(entry.body, coding)
+        body, etag = variant, f"{entry.etag}-{coding}"
+    headers = CIMultiDict(
+        {
+            "ETag": f'"{etag}"',
+            "Content-Type": JSON,
+            "Cache-Control": "no-cache",
+            "Vary": "Accept-Encoding",
+        }
+    )
+    if body is not entry.body:
+        headers["Content-Encoding"] = coding
+    entry.memo[coding] = found = (body, headers)
+    return found
 
 
 def matches(if_none_match: str, etag: str) -> bool:
@@ -64,14 +81,19 @@ def matches(if_none_match: str, etag: str) -> bool:
 
 
 def respond(request: web.Request, served: Served) -> web.Response:
-    """200 with the entry, or 304 when the client holds it already."""
+    """200 with the entry in the client's preferred coding, or 304 when the client holds
+    that representation already (HEAD: the same headers, no body)."""
     entry = served.entry
     note(request, served.outcome)
-    headers = _static_headers(entry).copy()
+    coding = negotiate(request.headers.get("Accept-Encoding"))
+    if coding is None:
+        raise NotAcceptable("no acceptable content coding: send identity, gzip, br or zstd")
+    body, static = representation(entry, coding)
+    headers = static.copy()
     headers["Age"] = str(int(served.age))
     headers["Cache-Status"] = cache_status(served.outcome)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and matches(if_none_match, headers["ETag"]):
         del headers["Content-Type"]
         return web.Response(status=304, headers=headers)
-    return web.Response(body=entry.body, headers=headers)
+    return web.Response(body=body, headers=headers)

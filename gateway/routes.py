@@ -107,15 +107,15 @@ def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     # `{id:[^/]+}`: one raw path segment; aiohttp matches on the path with %2F still
     # encoded, so an id holding '/' (sent as %2F) or braces is one segment like any other.
     router = app.router
-    router.add_get("/sites", list_sites, allow_head=False)
-    router.add_get("/sites/{id:[^/]+}/connectors", site_connectors, allow_head=False)
-    router.add_get("/sites/{id:[^/]+}/nodes", site_nodes, allow_head=False)
-    router.add_get("/sites/{id:[^/]+}", get_site, allow_head=False)
-    router.add_get("/connectors", list_connectors, allow_head=False)
-    router.add_get("/connectors/{id:[^/]+}", get_connector, allow_head=False)
-    router.add_get("/healthz", healthz, allow_head=False)
-    router.add_get("/readyz", readyz, allow_head=False)
+    router.add_get("/sites", list_sites, allow_head=True)
+    router.add_get("/sites/{id:[^/]+}/connectors", site_connectors, allow_head=True)
+    router.add_get("/sites/{id:[^/]+}/nodes", site_nodes, allow_head=True)
+    router.add_get("/sites/{id:[^/]+}", get_site, allow_head=True)
+    router.add_get("/connectors", list_connectors, allow_head=True)
+    router.add_get("/connectors/{id:[^/]+}", get_connector, allow_head=True)
+    router.add_get("/healthz", healthz, allow_head=True)
+    router.add_get("/readyz", readyz, allow_head=True)
     if with_metrics:
-        router.add_get("/metrics", metrics, allow_head=False)
-    router.add_get("/openapi.json", openapi, allow_head=False)
+        router.add_get("/metrics", metrics, allow_head=True)
+    router.add_get("/openapi.json", openapi, allow_head=True)
     router.add_post("/admin/purge", purge)

@@ -35,7 +35,7 @@ class Ready:
 
     @property
     def size(self) -> int:
-        return len(self.entry.body) + 200  # the objects around the body cost something too
+        return self.entry.size + 200  # the objects around the body cost something too
 
 
 class Tier:

@@ -242,7 +242,7 @@ async def test_router_errors_are_problems(
     assert missing.status == 404 and missing.content_type == "application/problem+json"
     wrong_method = await gw.post("/sites")
     assert wrong_method.status == 405
-    assert wrong_method.headers["Allow"] == "GET"
+    assert wrong_method.headers["Allow"] == "GET, HEAD"
     assert (await wrong_method.json())["status"] == 405
 
 

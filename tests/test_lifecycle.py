@@ -74,7 +74,9 @@ async def test_stop_signal_sequence(
                     assert response.headers["Connection"] == "close"
                 await asyncio.sleep(0.05)
             assert loop.time() - signalled < 1.5  # all of that inside the delay
-            assert await _wait(process) == 0
+            assert await _wait(process) == 0, "\n".join(
+                line for line in log_path.read_text().splitlines() if "gateway.access" not in line
+            )
             assert loop.time() - signalled >= 1.5
             with pytest.raises(aiohttp.ClientConnectionError):
                 await _status(session, f"{base}/healthz")
