@@ -100,7 +100,11 @@ async def serve(settings: Settings, early: EarlyStop | None = None) -> int:
     try:
         if settings.demo:
             settings = await _start_simulator(settings, runners)
-        app = create_app(settings)
+        try:
+            app = create_app(settings)
+        except SettingsError as error:
+            print(f"chargepilot-gateway: invalid setting {error}", file=sys.stderr)
+            return 2
         runner = EdgeRunner(
             app,
             limits=limits,

@@ -116,6 +116,7 @@ class Accounting:
         client: str,
         error: str | None,
         upstream: str | None,
+        trace_id: str | None = None,
     ) -> None:
         if method not in METHODS:
             method = "OTHER"
@@ -143,16 +144,16 @@ class Accounting:
                 coalesced = self._coalesced[route] = self._metrics.coalesced.labels(route)
             coalesced.inc()
         if self.access.enabled:
-            self.access.write(
-                request_id,
-                {
-                    "cache": result,
-                    "client": client,
-                    "duration_ms": round(duration * 1000, 3),
-                    "error": error,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "upstream": upstream,
-                },
-            )
+            fields: dict[str, Any] = {
+                "cache": result,
+                "client": client,
+                "duration_ms": round(duration * 1000, 3),
+                "error": error,
+                "method": method,
+                "route": route,
+                "status": status,
+            }
+            if trace_id is not None:
+                fields["trace_id"] = trace_id
+            fields["upstream"] = upstream
+            self.access.write(request_id, fields)

@@ -14,6 +14,7 @@ Wiring (one account):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from . import __version__
 from .access import AccessLog, Accounting
-from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS
+from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS, TRACING
 from .cache import Cache
 from .circuit import Circuit
 from .cursors import Cursors
@@ -40,7 +41,7 @@ from .middleware import AUTH, Auth, make_middleware
 from .quota import ClientAddress, ClientQuota
 from .routes import add_routes
 from .service import SiteService
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .shield import Shield
 from .store import RedisStore, redis_client
 from .tier import Tier
@@ -71,18 +72,28 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     metrics = metrics or Metrics(account_label=settings.multi_account)
     auth = Auth(settings.client_tokens, settings.admin_token)
     drain = Drain()
+    tracing = None
+    if settings.tracing:
+        from .tracing import Tracing  # only then: with tracing off nothing of it is loaded
+
+        try:
+            tracing = Tracing()
+        except ValueError as error:  # the SDK read a bad OTEL_* variable
+            raise SettingsError("OTEL_*", str(error)) from None
     edge = make_middleware(
         Accounting(metrics, AccessLog()),
         auth,
         ClientQuota(settings.client_rps),
         client_address=ClientAddress(settings.trusted_proxies),
         drain=drain,
+        tracing=tracing,
     )
     app = web.Application(middlewares=[edge])
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[AUTH] = auth
     app[DRAIN] = drain
+    app[TRACING] = tracing
     app.cleanup_ctx.append(_resources)
     add_routes(app, with_metrics=settings.metrics_port is None)
     return app
@@ -103,13 +114,15 @@ def create_metrics_app(main: web.Application) -> web.Application:
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
-    settings, metrics = app[SETTINGS], app[METRICS]
+    settings, metrics, tracing = app[SETTINGS], app[METRICS], app[TRACING]
     health = RedisHealth(metrics)
     tier = Tier(max_entries=settings.memory_cache_entries, max_bytes=settings.memory_cache_mb << 20)
     redis: RedisStore | None = None
     if settings.redis_url:
         redis = RedisStore(
-            redis_client(settings.redis_url, timeout=settings.redis_timeout), on_result=health
+            redis_client(settings.redis_url, timeout=settings.redis_timeout),
+            on_result=health,
+            tracing=tracing,
         )
         try:
             await redis.ping()
@@ -172,6 +185,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
         admission=shield,
         labels=labels,
+        tracing=tracing,
     )
     engine = FillEngine(
         cache,
@@ -220,6 +234,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await session.close()
         if redis is not None:
             await redis.close()
+        if tracing is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await tracing.close()
 
 
 async def _cursor_key(settings: Settings, redis: RedisStore | None, keys: Keys) -> bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -12,8 +12,12 @@ from .metrics import Metrics
 from .service import SiteService
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .tracing import Tracing
+
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 SERVICE = web.AppKey("service", SiteService)
 CURSORS = web.AppKey("cursors", Cursors)
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 READINESS: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("readiness")

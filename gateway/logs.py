@@ -53,6 +53,7 @@ ALLOWED_FIELDS = frozenset(
         "keys",
         "signal",
         "detail",
+        "trace_id",
         "delay",
         "soft_limit",
         "hard_limit",

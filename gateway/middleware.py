@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -41,6 +41,11 @@ from .logs import request_id_var, upstream_outcomes_var
 from .quota import ClientAddress, ClientQuota
 from .responses import COLLAPSED_KEY, RESULT_KEY, cache_status, note
 from .settings import Secret
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from .tracing import Tracing
 
 log = logging.getLogger("gateway.http")
 
@@ -146,6 +151,7 @@ def make_middleware(
     *,
     client_address: ClientAddress | None = None,
     drain: Drain | None = None,
+    tracing: Tracing | None = None,
 ) -> Any:
     address_of = client_address or ClientAddress()
     drain = drain or Drain()
@@ -153,6 +159,14 @@ def make_middleware(
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if tracing is None:
+            return await handle(request, handler, None)
+        with tracing.server_span(request.method, route_template(request), request.headers) as span:
+            return await handle(request, handler, span)
+
+    async def handle(
+        request: web.Request, handler: Handler, span: Span | None
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         sent = request.headers.get("X-Request-ID")
         request_id = sent if sent and _REQUEST_ID.match(sent) else ids.next()
@@ -193,6 +207,11 @@ def make_middleware(
             response.headers["X-Request-ID"] = request_id
             if drain.active:
                 response.force_close()  # go to a replica that is not shutting down
+            trace_id = None
+            if span is not None and tracing is not None:
+                result = request.get(RESULT_KEY)
+                tracing.finish(span, response.status, {"chargepilot.cache.result": result})
+                trace_id = tracing.trace_id(span)
             accounting.record(
                 request_id,
                 route,
@@ -204,6 +223,7 @@ def make_middleware(
                 client=client,
                 error=request.get(ERROR_KEY),
                 upstream=",".join(outcomes) or None,
+                trace_id=trace_id,
             )
             return response
         finally:

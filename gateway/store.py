@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -31,6 +31,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .errors import CacheUnavailable
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 T = TypeVar("T")
 MAX_CONNECTIONS = 64
@@ -65,8 +68,10 @@ class RedisStore:
         on_result: Callable[[str, bool], None] = lambda operation, ok: None,
         clock: Callable[[], float] = time.monotonic,
         stall_cooldown: float = STALL_COOLDOWN,
+        tracing: Tracing | None = None,
     ) -> None:
         self.client = client
+        self._tracing = tracing
         self._on_result = on_result
         self._clock = clock
         self._failures = 0
@@ -88,7 +93,11 @@ class RedisStore:
         probe = self._failures >= STALL_AFTER  # the one call let through after the cool-down
         self._probing = probe
         try:
-            result = await make()
+            if self._tracing is None:
+                result = await make()
+            else:
+                with self._tracing.redis_span(operation):
+                    result = await make()
         except (RedisError, OSError, TimeoutError) as exc:
             self._failures += 1
             if self._failures >= STALL_AFTER:

@@ -31,7 +31,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -44,6 +44,9 @@ from .errors import BadUpstreamPayload, UpstreamError, UpstreamTimeout, Upstream
 from .logs import upstream_outcomes_var
 from .metrics import Metrics
 from .signing import signed_headers, signing_key
+
+if TYPE_CHECKING:
+    from .tracing import Tracing
 
 log = logging.getLogger("gateway.upstream")
 
@@ -98,6 +101,7 @@ class Upstream:
         metrics: Metrics,
         admission: Admission | None = None,
         labels: tuple[str, ...] = (),
+        tracing: Tracing | None = None,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),
     ) -> None:
@@ -112,6 +116,8 @@ class Upstream:
         self._retries = retries
         self._metrics = metrics
         self._labels = labels  # leading metric labels (the account, with several)
+        self._tracing = tracing
+        self._host = urlsplit(self._base).hostname or ""
         self._admission = admission or OpenAdmission()
         self._clock = clock
         self._jitter = jitter
@@ -170,7 +176,13 @@ class Upstream:
         started = loop.time()
         try:
             async with asyncio.timeout(remaining):
-                status, retry_after, body = await self._send(url, headers)
+                if self._tracing is None:
+                    status, retry_after, body = await self._send(url, headers)
+                else:
+                    with self._tracing.upstream_span(endpoint, self._host) as span:
+                        self._tracing.inject(headers)
+                        status, retry_after, body = await self._send(url, headers)
+                        span.set_attribute("http.response.status_code", status)
         except TimeoutError:
             self._observe(endpoint, "timeout", started)
             permit.record(Health.FAILURE)
