@@ -150,7 +150,7 @@ class FillEngine:
         """Join (or start) `fill` and serve what it wrote for `key`."""
         collapsed = False
         for _ in range(MAX_WAIT_ROUNDS):
-            filled, joined = await self._join(fill)
+            filled, joined = await self._join(fill, key)
             collapsed = collapsed or joined or filled.remote
             outcome = Outcome("miss", collapsed=collapsed, stored=True)
             entry = filled.entries.get(key)
@@ -174,12 +174,13 @@ class FillEngine:
             outcome=Outcome("miss", collapsed=collapsed),
         )
 
-    async def _join(self, fill: Fill) -> tuple[Filled, bool]:
-        """(what the fill did, whether this request joined a fetch already under way)."""
+    async def _join(self, fill: Fill, key: str | None = None) -> tuple[Filled, bool]:
+        """(what the fill did, whether this request joined a fetch already under way).
+        `key`: what the caller needs; a new run checks it (else the fill's probe) first."""
         task = self._inflight.get(fill.name)
         joined = task is not None
         if task is None:
-            task = self._start(fill)
+            task = self._start(fill, key)
         try:
             # shield: a client going away must not cancel a fetch others are waiting for.
             return await asyncio.shield(task), joined
@@ -188,25 +189,34 @@ class FillEngine:
                 error.outcome = Outcome("miss", collapsed=joined)
             raise
 
-    def _start(self, fill: Fill) -> asyncio.Task[Filled]:
-        task = asyncio.get_running_loop().create_task(self._lead(fill))
+    def _start(self, fill: Fill, key: str | None = None) -> asyncio.Task[Filled]:
+        task = asyncio.get_running_loop().create_task(self._lead(fill, key))
         self._inflight[fill.name] = task
         task.add_done_callback(lambda _: self._inflight.pop(fill.name, None))
         return task
 
-    async def _lead(self, fill: Fill) -> Filled:
+    async def _lead(self, fill: Fill, key: str | None = None) -> Filled:
         token = await self._coordinator.try_lock(fill.name)
         if token is None:
             await self._coordinator.wait_unlocked(fill.name)
             return Filled(remote=True)
         try:
-            if await self._recently_filled(fill):
+            if await self._recently_filled(fill, key):
                 return Filled(remote=True)
             return await fill.run()
         finally:
             await self._coordinator.unlock(fill.name, token)
 
-    async def _recently_filled(self, fill: Fill) -> bool:
+    async def _recently_filled(self, fill: Fill, key: str | None) -> bool:
+        """Double-check under the lock: our miss may have been a Redis hiccup, or another
+        replica finished between our lookup and our lock.  The key this run is for (else
+        the fill's probe) being fresh, outside the refresh-ahead window, means there is
+        nothing to do; a probe alone is not enough when the key itself is gone (a purge
+        drops a list and keeps the ids)."""
+        if key is not None and key != fill.probe:
+            needed = await self.cache.get(key, meta_only=True, from_shared=True)
+            if needed is None:
+                return False
         lookup = await self.cache.get(fill.probe, meta_only=True, from_shared=True)
         if lookup is None:
             return False

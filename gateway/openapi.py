@@ -1,32 +1,42 @@
-"""The OpenAPI 3.1 description of the gateway, built from plain data (checked against the
-real router by a test, so the two cannot drift apart)."""
+"""The OpenAPI 3.1 description of the gateway, built from plain data: every route with its
+`operationId`, tag, parameters, answers and headers (a test checks it against the real
+router, and schemathesis runs against it in the suite).
+
+Security is declared where it applies: bearer client tokens on the data endpoints when
+`GATEWAY_CLIENT_TOKENS` is set, the admin token on `/admin/*`, nothing on the operational
+endpoints.  `HEAD` is described beside every `GET`: the same answers, no body.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import __version__
 from .fleet import DEFAULT_LIMIT, MAX_LIMIT
+from .ids import MAX_ID_LENGTH
+from .openapi_schemas import schemas
 from .settings import Settings
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
-_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^/\\\\]+$"},
-}
-_CACHED_HEADERS = {
-    "ETag": {"schema": {"type": "string"}, "description": "strong validator"},
-    "Age": {"schema": {"type": "integer"}},
+# One path segment: any character but the control characters (the contract's id rule).
+ID_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+_ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": ID_PATTERN}
+_ID = {"name": "id", "in": "path", "required": True, "schema": _ID_SCHEMA, "example": "site-0002"}
+_CONNECTOR_ID = {**_ID, "example": "site-0002-cs-001-c1"}
+_DATA_HEADERS = {
+    "ETag": {"schema": {"type": "string"}, "description": "strong validator, one per coding"},
+    "Age": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
     "Cache-Status": {"schema": {"type": "string"}, "description": "RFC 9211"},
+    "Vary": {"schema": {"type": "string"}},
     "X-Request-ID": {"schema": {"type": "string"}},
 }
+_DATA_ERRORS = ("400", "401", "406", "429", "502", "503", "504")
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "headers": _CACHED_HEADERS,
+        "headers": _DATA_HEADERS,
         "content": {"application/json": {"schema": schema}},
     }
 
@@ -38,13 +48,50 @@ def _list_of(ref: str, paged: bool = False) -> dict[str, Any]:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
-def _data_get(
-    summary: str, ok: dict[str, Any], *, params: list[Any] | None = None, not_found: bool = False
+def _operations(
+    operation_id: str,
+    tag: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    params: list[Any] | None = None,
+    security: list[Any] | None = None,
+) -> dict[str, Any]:
+    """GET and HEAD of one route."""
+    get: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "parameters": params or [],
+        "responses": responses,
+    }
+    if security is not None:
+        get["security"] = security
+    head_responses = {
+        code: {"description": answer.get("description", "as GET, without a body")}
+        if isinstance(answer, dict) and "content" in answer
+        else answer
+        for code, answer in responses.items()
+    }
+    head = {**get, "operationId": f"{operation_id}Head", "responses": head_responses}
+    head["summary"] = f"{summary} (headers only)"
+    return {"get": get, "head": head}
+
+
+def _data(
+    operation_id: str,
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[Any] | None = None,
+    not_found: bool = False,
+    tag: str = "sites",
+    security: list[Any] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok, "304": {"description": "Not Modified (If-None-Match)"}}
-    codes = ["400", "401", "429", "502", "503", "504"] + (["404"] if not_found else [])
+    codes = [*_DATA_ERRORS, *(["404"] if not_found else [])]
     responses.update({code: _PROBLEM for code in sorted(codes)})
-    return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
+    return _operations(operation_id, tag, summary, responses, params=params, security=security)
 
 
 def document(settings: Settings) -> dict[str, Any]:
@@ -53,10 +100,22 @@ def document(settings: Settings) -> dict[str, Any]:
         "#/components/schemas/Connector",
         "#/components/schemas/Node",
     )
+    clients: list[Any] | None = [{"client": []}] if settings.client_tokens else None
+    text = {"type": "string", "maxLength": 256, "pattern": ID_PATTERN}
     connector_filters = [
-        {"name": "site_id", "in": "query", "schema": {"type": "string"}},
-        {"name": "charging_station_id", "in": "query", "schema": {"type": "string"}},
-        {"name": "v2g", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+        {"name": "site_id", "in": "query", "schema": _ID_SCHEMA, "example": "site-0003"},
+        {
+            "name": "charging_station_id",
+            "in": "query",
+            "schema": text,
+            "example": "CS-0003-002",
+        },
+        {
+            "name": "v2g",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["true", "false"]},
+            "example": "true",
+        },
         {
             "name": "limit",
             "in": "query",
@@ -70,53 +129,84 @@ def document(settings: Settings) -> dict[str, Any]:
         {
             "name": "cursor",
             "in": "query",
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 4096},
             "description": "opaque; from next_cursor of the previous page, same filters",
         },
     ]
     paths: dict[str, Any] = {
-        "/sites": _data_get("All sites, normalized", _json(_list_of(site), "sites")),
-        "/sites/{id}": _data_get(
-            "One site", _json({"$ref": site}, "the site"), params=[_ID], not_found=True
+        "/sites": _data(
+            "listSites", "All sites, normalized", _json(_list_of(site), "sites"), security=clients
         ),
-        "/sites/{id}/connectors": _data_get(
+        "/sites/{id}": _data(
+            "getSite",
+            "One site",
+            _json({"$ref": site}, "the site"),
+            params=[_ID],
+            not_found=True,
+            security=clients,
+        ),
+        "/sites/{id}/connectors": _data(
+            "listSiteConnectors",
             "The site's connectors, flattened",
             _json(_list_of(connector), "connectors"),
             params=[_ID],
             not_found=True,
+            tag="connectors",
+            security=clients,
         ),
-        "/sites/{id}/nodes": _data_get(
+        "/sites/{id}/nodes": _data(
+            "listSiteNodes",
             "The site's fuse tree, flattened",
             _json(_list_of(node), "nodes"),
             params=[_ID],
             not_found=True,
+            security=clients,
         ),
-        "/connectors": _data_get(
+        "/connectors": _data(
+            "listConnectors",
             "Every connector of every site, filtered and paged",
             _json(_list_of(connector, paged=True), "a page"),
             params=connector_filters,
+            tag="connectors",
+            security=clients,
         ),
-        "/connectors/{id}": _data_get(
-            "One connector", _json({"$ref": connector}, "connector"), params=[_ID], not_found=True
+        "/connectors/{id}": _data(
+            "getConnector",
+            "One connector",
+            _json({"$ref": connector}, "connector"),
+            params=[_CONNECTOR_ID],
+            not_found=True,
+            tag="connectors",
+            security=clients,
         ),
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}},
-        "/readyz": {
-            "get": {
-                "summary": "Readiness and which parts are up",
-                "responses": {
-                    "200": {"description": "can serve"},
-                    "503": {"description": "cannot serve"},
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1"}},
-            }
-        },
+        "/healthz": _operations(
+            "health",
+            "operations",
+            "Liveness",
+            {"200": _plain_json({"type": "object"}, "the process runs")},
+            security=[],
+        ),
+        "/readyz": _operations(
+            "readiness",
+            "operations",
+            "Readiness and which parts are up",
+            {
+                "200": _plain_json({"$ref": "#/components/schemas/Readiness"}, "can serve"),
+                "503": _plain_json({"$ref": "#/components/schemas/Readiness"}, "cannot serve"),
+            },
+            security=[],
+        ),
+        "/openapi.json": _operations(
+            "openapi",
+            "operations",
+            "This document",
+            {"200": _plain_json({"type": "object"}, "OpenAPI 3.1")},
+            security=[],
+        ),
         "/admin/purge": {
             "post": {
+                "operationId": "purge",
+                "tags": ["admin"],
                 "summary": "Drop cached entries (all, or one site's)",
                 "security": [{"admin": []}],
                 "requestBody": {
@@ -125,30 +215,36 @@ def document(settings: Settings) -> dict[str, Any]:
                             "schema": {
                                 "type": "object",
                                 "additionalProperties": False,
-                                "properties": {"site_id": {"type": "string"}},
+                                "properties": {"site_id": _ID_SCHEMA},
                             }
                         }
                     }
                 },
                 "responses": {
-                    "200": {"description": "purged"},
-                    **{code: _PROBLEM for code in ("400", "401", "403", "404")},
+                    "200": _plain_json({"$ref": "#/components/schemas/Purged"}, "purged"),
+                    **{code: _PROBLEM for code in ("400", "401", "403", "404", "503")},
                 },
             }
         },
     }
     if settings.metrics_port is None:
-        paths["/metrics"] = {
-            "get": {
-                "summary": "Prometheus text exposition",
-                "responses": {"200": {"description": "metrics"}},
-            }
-        }
+        paths["/metrics"] = _operations(
+            "metrics",
+            "operations",
+            "Prometheus text exposition",
+            {
+                "200": {
+                    "description": "metrics",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+            security=[],
+        )
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "chargepilot-gateway",
-            "version": "1.0.0",
+            "version": __version__,
             "description": (
                 "Caching gateway for ChargePilot's Sites API. Data is fresh for "
                 f"{settings.cache_ttl:g} s and may be served stale for {settings.cache_stale:g} s "
@@ -156,8 +252,13 @@ def document(settings: Settings) -> dict[str, Any]:
                 f"are capped at {settings.upstream_rps:g}/s across all replicas."
             ),
         },
+        "tags": [
+            {"name": "sites", "description": "Sites and their fuse trees"},
+            {"name": "connectors", "description": "Connectors, flattened"},
+            {"name": "operations", "description": "Health, readiness, metrics, this document"},
+            {"name": "admin", "description": "Cache administration"},
+        ],
         "paths": paths,
-        "security": [{"client": []}] if settings.client_tokens else [],
         "components": {
             "securitySchemes": {
                 "client": {"type": "http", "scheme": "bearer"},
@@ -173,105 +274,10 @@ def document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
-            "schemas": _schemas(),
+            "schemas": schemas(),
         },
     }
 
 
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": [kind, "null"]}
-
-
-def _schemas() -> dict[str, Any]:
-    number, string = _nullable("number"), _nullable("string")
-    path_step = {
-        "type": "object",
-        "properties": {"type": string, "name": string, "fuse_id": string},
-    }
-    return {
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail", "request_id"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "request_id": {"type": "string"},
-            },
-        },
-        "Site": {
-            "type": "object",
-            "required": ["id", "name", "timezone", "local_controller", "fuse_tree"],
-            "properties": {
-                "id": {"type": "string"},
-                "name": string,
-                "timezone": string,
-                "local_controller": _nullable("object"),
-                "fuse_tree": {"type": "array", "items": {"$ref": "#/components/schemas/FuseNode"}},
-            },
-        },
-        "FuseNode": {
-            "type": "object",
-            "required": ["type", "parameters", "children"],
-            "properties": {
-                "type": string,
-                "parameters": {"type": "object"},
-                "children": {"type": "array", "items": {"$ref": "#/components/schemas/FuseNode"}},
-            },
-        },
-        "Connector": {
-            "type": "object",
-            "required": [
-                "id",
-                "site_id",
-                "site_name",
-                "node_name",
-                "path",
-                "effective_limit",
-                "max_charging_current",
-                "v2g",
-            ],
-            "properties": {
-                "id": string,
-                "name": string,
-                "connector_id": string,
-                "charging_station_id": string,
-                "priority": number,
-                "charging_capability": {"type": "array", "items": {"type": "number"}},
-                "discharge_capability": {"type": "array", "items": {"type": "number"}},
-                "site_id": {"type": "string"},
-                "site_name": string,
-                "node_name": string,
-                "path": {"type": "array", "items": path_step},
-                "effective_limit": number,
-                "max_charging_current": number,
-                "v2g": {"type": "boolean"},
-            },
-        },
-        "Node": {
-            "type": "object",
-            "required": [
-                "node_id",
-                "parent_id",
-                "depth",
-                "type",
-                "name",
-                "limit",
-                "effective_limit",
-                "connector_count",
-            ],
-            "properties": {
-                "node_id": {"type": "string"},
-                "parent_id": string,
-                "depth": {"type": "integer"},
-                "type": string,
-                "name": string,
-                "fuse_id": string,
-                "limit": number,
-                "effective_limit": number,
-                "connector_count": {"type": "integer"},
-                "connector_count_total": {"type": "integer"},
-            },
-        },
-    }
+def _plain_json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}

@@ -77,14 +77,16 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def purge(request: web.Request) -> web.Response:
+    raw = await request.read()
     try:
-        body = await request.json(loads=orjson.loads) if await request.read() else {}
+        # orjson reads the bytes itself: a body that is not UTF-8 is a JSON error too.
+        body = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
         raise BadRequest('body must be JSON: {} or {"site_id": "…"}') from None
     if not isinstance(body, dict) or set(body) - {"site_id"}:
         raise BadRequest('body must be {} or {"site_id": "…"}')
     site_id = body.get("site_id")
-    if site_id is not None and not isinstance(site_id, str):
+    if "site_id" in body and not isinstance(site_id, str):
         raise BadRequest("site_id must be a string")
     service = request.app[SERVICE]
     if site_id is not None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
 
-from gateway import logs
+from gateway import __version__, logs
 from gateway.metrics import Metrics
 from gateway.settings import Secret
 from tests.conftest import (
@@ -266,12 +267,22 @@ async def test_openapi_matches_the_routes(
     assert document["openapi"] == "3.1.0"
     routes = set()
     for resource in gw.app.router.resources():
-        path = resource.canonical.replace("{id:.+}", "{id}")
+        path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", resource.canonical)
         for route in resource:
-            if route.method != "HEAD":
-                routes.add((path, route.method.lower()))
+            routes.add((path, route.method.lower()))
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert documented == routes
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) and all(op["tags"] for op in operations)
+    assert document["info"]["version"] == __version__
+    # Security only where it applies: admin on /admin/*, none on the operational endpoints.
+    assert document["paths"]["/admin/purge"]["post"]["security"] == [{"admin": []}]
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+    assert "security" not in document["paths"]["/sites"]["get"]  # no client tokens set
+    secured = await make_gateway(settings_for(simulator, client_tokens={"a": Secret("t")}))
+    secured_doc = await (await secured.get("/openapi.json")).json()
+    assert secured_doc["paths"]["/sites"]["get"]["security"] == [{"client": []}]
 
 
 async def test_client_tokens_and_admin(simulator: Simulator, make_gateway: GatewayFactory) -> None:
@@ -435,3 +446,20 @@ async def test_purging_one_site_costs_one_site_fetch_not_the_list(
     assert again.status == 200 and again.headers["Cache-Status"].endswith("fwd=miss; stored")
     assert simulator.data_calls("/rest/v1/sites") == 1
     assert simulator.data_calls("/rest/v1/sites/site-0002") == 1
+    # The lists that held it were dropped while the ids stayed: they are fetched again
+    # (the known ids being fresh must not pass for "the list was just filled").
+    for path in ("/sites", "/connectors", "/connectors/site-0002-cs-001-c1"):
+        response = await gw.get(path)
+        assert response.status == 200, (path, await response.text())
+    assert simulator.data_calls("/rest/v1/sites") == 2
+
+
+async def test_purge_bodies_that_are_not_json_or_not_utf8_are_400(
+    simulator: Simulator, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(settings_for(simulator, admin_token=Secret("adm")))
+    headers = {"Authorization": "Bearer adm", "Content-Type": "application/json"}
+    for body in (b"\xff\xfe\x00\x80", b"{", b"[]", b'{"site_id": null}', b'{"x": 1}'):
+        response = await gw.post("/admin/purge", data=body, headers=headers)
+        assert response.status == 400, body
+        assert response.content_type == "application/problem+json"
