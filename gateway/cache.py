@@ -2,7 +2,8 @@
 
 Knows lifetimes, the tier, Redis and invalidation; nothing of HTTP or ChargePilot.
 
-Lifetimes: a positive entry is fresh for `fresh_ttl` after `stored_at`, then stale for
+Lifetimes: a positive entry is fresh for `fresh_ttl` after `stored_at` (or for the lifetime
+its writer gave `put_many`, which its readers give `get`: charging events), then stale for
 `stale_ttl` more, after which it is gone (Redis expires the key; the tier sweeps it); a
 negative entry (an upstream 404) lives `negative_ttl` and is never stale.
 
@@ -181,10 +182,14 @@ class Cache:
         *,
         stored_at: float,
         partial: Collection[str] = (),
+        fresh_ttl: float | None = None,
     ) -> dict[str, Entry]:
-        """Store `bodies` (keys in `partial`: only their metadata stays in the tier)."""
+        """Store `bodies` (keys in `partial`: only their metadata stays in the tier).
+        `fresh_ttl`: these entries' own freshness (charging events), instead of the
+        cache's; readers pass the same to `get`, and they stay `stale_ttl` longer."""
         entries = {key: Entry.for_body(body, stored_at) for key, body in bodies.items()}
-        await self._write(entries, self.fresh_ttl + self.stale_ttl, partial)
+        fresh = self.fresh_ttl if fresh_ttl is None else fresh_ttl
+        await self._write(entries, fresh + self.stale_ttl, partial)
         return entries
 
     async def put_negative(self, keys: Iterable[str], *, stored_at: float) -> None:
@@ -234,7 +239,11 @@ class Cache:
 
     async def purge_all(self) -> int:
         """Drop every cache entry of this account (nothing else: not locks, budget, pause)."""
-        prefix = self.keys.entries_prefix
+        return await self.delete_prefix(self.keys.entries_prefix)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Drop every entry whose key starts with `prefix`, everywhere; raises
+        CacheUnavailable when Redis did not take it."""
         self._sequence += 1
         count = self.tier.drop_prefix(prefix)
         if self.shared is not None:
