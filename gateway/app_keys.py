@@ -8,12 +8,14 @@ from typing import Any
 from aiohttp import web
 
 from .cursors import Cursors
+from .fleetwide import Fleetwide
 from .metrics import Metrics
 from .service import SiteService
 from .settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-SERVICE = web.AppKey("service", SiteService)
+SERVICE = web.AppKey("service", SiteService)  # the first account's (tests reach into it)
+FLEET = web.AppKey("fleet", Fleetwide)  # what the routes call: every account as one fleet
 CURSORS = web.AppKey("cursors", Cursors)
 READINESS: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("readiness")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .events import MAX_SKIP, MAX_TAKE, SORT_FIELDS, SORT_ORDERS
 from .fleet import DEFAULT_LIMIT, MAX_LIMIT
 from .settings import Settings
 
@@ -31,18 +32,35 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     }
 
 
-def _list_of(ref: str, paged: bool = False) -> dict[str, Any]:
+_ACCOUNT = {
+    "name": "account",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "only this upstream account's data (a name from the accounts file)",
+}
+_UNAVAILABLE = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "several accounts: those whose upstream failed with nothing stale held; "
+    "the list holds the others' data",
+}
+
+
+def _list_of(ref: str, paged: bool = False, merged: bool = False) -> dict[str, Any]:
     properties: dict[str, Any] = {"data": {"type": "array", "items": {"$ref": ref}}}
     if paged:
         properties["next_cursor"] = {"type": ["string", "null"]}
-    return {"type": "object", "required": list(properties), "properties": properties}
+    required = list(properties)
+    if merged:
+        properties["unavailable_accounts"] = _UNAVAILABLE
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _data_get(
     summary: str, ok: dict[str, Any], *, params: list[Any] | None = None, not_found: bool = False
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok, "304": {"description": "Not Modified (If-None-Match)"}}
-    codes = ["400", "401", "429", "502", "503", "504"] + (["404"] if not_found else [])
+    codes = ["400", "401", "429", "502", "503", "504"] + (["404", "409"] if not_found else [])
     responses.update({code: _PROBLEM for code in sorted(codes)})
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
@@ -53,7 +71,9 @@ def document(settings: Settings) -> dict[str, Any]:
         "#/components/schemas/Connector",
         "#/components/schemas/Node",
     )
+    by_id = [_ID, _ACCOUNT]
     connector_filters = [
+        _ACCOUNT,
         {"name": "site_id", "in": "query", "schema": {"type": "string"}},
         {"name": "charging_station_id", "in": "query", "schema": {"type": "string"}},
         {"name": "v2g", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
@@ -75,29 +95,40 @@ def document(settings: Settings) -> dict[str, Any]:
         },
     ]
     paths: dict[str, Any] = {
-        "/sites": _data_get("All sites, normalized", _json(_list_of(site), "sites")),
+        "/sites": _data_get(
+            "All sites, normalized (every account's, merged by id)",
+            _json(_list_of(site, merged=True), "sites"),
+            params=[_ACCOUNT],
+        ),
         "/sites/{id}": _data_get(
-            "One site", _json({"$ref": site}, "the site"), params=[_ID], not_found=True
+            "One site", _json({"$ref": site}, "the site"), params=by_id, not_found=True
         ),
         "/sites/{id}/connectors": _data_get(
             "The site's connectors, flattened",
             _json(_list_of(connector), "connectors"),
-            params=[_ID],
+            params=by_id,
             not_found=True,
         ),
         "/sites/{id}/nodes": _data_get(
             "The site's fuse tree, flattened",
             _json(_list_of(node), "nodes"),
-            params=[_ID],
+            params=by_id,
+            not_found=True,
+        ),
+        "/sites/{id}/charging-events": _data_get(
+            "The site's charging events (upstream GET /charging-events/site/{id}), cached for "
+            f"{settings.events_ttl:g} s per normalized query",
+            _json({"$ref": "#/components/schemas/ChargingEvents"}, "charging events"),
+            params=[*by_id, *_events_parameters()],
             not_found=True,
         ),
         "/connectors": _data_get(
             "Every connector of every site, filtered and paged",
-            _json(_list_of(connector, paged=True), "a page"),
+            _json(_list_of(connector, paged=True, merged=True), "a page"),
             params=connector_filters,
         ),
         "/connectors/{id}": _data_get(
-            "One connector", _json({"$ref": connector}, "connector"), params=[_ID], not_found=True
+            "One connector", _json({"$ref": connector}, "connector"), params=by_id, not_found=True
         ),
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}},
         "/readyz": {
@@ -182,8 +213,33 @@ def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
+def _events_parameters() -> list[dict[str, Any]]:
+    instant = {
+        "type": "string",
+        "description": "ISO 8601 date or date-time, offset optional (Z, +01:00)",
+        "examples": ["2025-01-01", "2025-01-01T08:00:00+01:00", "2025-01-01T07:00:00Z"],
+    }
+    return [
+        {"name": "from", "in": "query", "schema": instant},
+        {"name": "to", "in": "query", "schema": instant},
+        {
+            "name": "take",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TAKE},
+        },
+        {
+            "name": "skip",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SKIP},
+        },
+        {"name": "sort_field", "in": "query", "schema": {"type": "string", "enum": SORT_FIELDS}},
+        {"name": "sort_order", "in": "query", "schema": {"type": "string", "enum": SORT_ORDERS}},
+    ]
+
+
 def _schemas() -> dict[str, Any]:
     number, string = _nullable("number"), _nullable("string")
+    account = {"type": "string", "description": "its upstream account (several accounts only)"}
     path_step = {
         "type": "object",
         "properties": {"type": string, "name": string, "fuse_id": string},
@@ -200,11 +256,21 @@ def _schemas() -> dict[str, Any]:
                 "request_id": {"type": "string"},
             },
         },
+        "ChargingEvents": {
+            "type": "object",
+            "required": ["data", "count", "truncated"],
+            "properties": {
+                "data": {"type": "array", "items": {"type": "object"}},
+                "count": {"type": "integer", "description": "events in this answer"},
+                "truncated": {"type": "boolean", "description": "more events match"},
+            },
+        },
         "Site": {
             "type": "object",
             "required": ["id", "name", "timezone", "local_controller", "fuse_tree"],
             "properties": {
                 "id": {"type": "string"},
+                "account": account,
                 "name": string,
                 "timezone": string,
                 "local_controller": _nullable("object"),
@@ -241,6 +307,7 @@ def _schemas() -> dict[str, Any]:
                 "charging_capability": {"type": "array", "items": {"type": "number"}},
                 "discharge_capability": {"type": "array", "items": {"type": "number"}},
                 "site_id": {"type": "string"},
+                "account": account,
                 "site_name": string,
                 "node_name": string,
                 "path": {"type": "array", "items": path_step},
