@@ -1,4 +1,4 @@
-"""HTTP views: parse and validate input, call the site service, shape the answer.
+"""HTTP views: parse and validate input, call the fleet-wide facade, shape the answer.
 
 Knows HTTP and nothing of caching decisions; `responses.py` renders what the cache did.
 """
@@ -27,6 +27,8 @@ def _site_id(request: web.Request) -> str:
 
 def _account(request: web.Request) -> str | None:
     """The one parameter of the id and list routes: `?account=` (a configured name)."""
+    if not request.query_string:
+        return None  # the hit path: nothing to parse
     params = single_values(request.query, ("account",))
     return request.app[FLEET].account(params.get("account"))
 
