@@ -112,35 +112,61 @@ class Fleetwide:
     async def connector(self, connector_id: str, account: str | None = None) -> Served:
         if not self.multi or account is not None:
             return await self.services[account or self.names[0]].connector(connector_id)
-        results = await self._gather(lambda service: service.connector(connector_id))
-        found = {name: result for name, result in results if isinstance(result, Served)}
-        if len(found) == 1:
-            return next(iter(found.values()))
-        if found:
+        # The fleets as held first: a connector of one account never costs the others a
+        # list refresh.  Nobody holds it: every account looks again by its own rules.
+        found: dict[str, Served] = {}
+        for name, result in await self._gather(lambda service: service.fleet_index()):
+            if not isinstance(result, BaseException):
+                index, served = result
+                entry = index.connector(connector_id)
+                if entry is not None:
+                    found[name] = Served(entry, served.outcome, served.age)
+        if not found:
+            results = await self._gather(lambda service: service.connector(connector_id))
+            found = {name: result for name, result in results if isinstance(result, Served)}
+            if not found:
+                raise _nobody(f"connector {connector_id!r} not found", [r for _, r in results])
+        if len(found) > 1:
             raise _conflict("connector", connector_id, sorted(found))
-        raise _nobody(f"connector {connector_id!r} not found", [r for _, r in results])
+        return next(iter(found.values()))
 
     async def _owner(self, site_id: str, account: str | None) -> SiteService:
-        """The service of the account that lists `site_id` (or the one named)."""
+        """The service of the account that lists `site_id` (or the one named).  The lists
+        as held decide when one lists it (an account holding none yet fetches its own, so
+        a conflict is seen); when none does, each account's known-id gate decides, which
+        refreshes a list only when it is older than `GATEWAY_NEGATIVE_TTL`."""
         if not self.multi or account is not None:
             return self.services[account or self.names[0]]
-        results = await self._gather(lambda service: service.gate(site_id))
-        owners = [name for name, result in results if not isinstance(result, BaseException)]
-        if len(owners) == 1:
-            return self.services[owners[0]]
-        if owners:
-            raise _conflict("site", site_id, owners)
-        raise _nobody(f"site {site_id!r} not found", [result for _, result in results])
+        owners: list[str] = []
+        unheld: list[str] = []
+        for name, known in await self._gather(lambda service: service.held_known()):
+            if isinstance(known, BaseException) or known is None:
+                unheld.append(name)
+            elif site_id in known.ids:
+                owners.append(name)
+        if owners and unheld:
+            results = await self._gather(lambda service: service.gate(site_id), unheld)
+            owners += [name for name, result in results if not isinstance(result, BaseException)]
+        if not owners:
+            results = await self._gather(lambda service: service.gate(site_id))
+            owners = [name for name, result in results if not isinstance(result, BaseException)]
+            if not owners:
+                raise _nobody(f"site {site_id!r} not found", [result for _, result in results])
+        if len(owners) > 1:
+            raise _conflict("site", site_id, sorted(owners))
+        return self.services[owners[0]]
 
     # -- helpers --------------------------------------------------------------------------
 
     async def _gather(
-        self, call: Callable[[SiteService], Awaitable[T]]
+        self, call: Callable[[SiteService], Awaitable[T]], names: Sequence[str] | None = None
     ) -> list[tuple[str, T | BaseException]]:
+        """`call` on every account's service (or those named) at once, failures as results."""
+        chosen = self.names if names is None else names
         results = await asyncio.gather(
-            *(call(self.services[name]) for name in self.names), return_exceptions=True
+            *(call(self.services[name]) for name in chosen), return_exceptions=True
         )
-        return list(zip(self.names, results, strict=True))
+        return list(zip(chosen, results, strict=True))
 
     async def _each(
         self, call: Callable[[SiteService], Awaitable[T]]

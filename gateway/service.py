@@ -207,6 +207,14 @@ class SiteService:
             self._known = known
         return known
 
+    async def held_known(self) -> Known | None:
+        """The known ids as held, without waiting on upstream; a list past its freshness is
+        refreshed in the background (the fleet-wide facade asks on every request)."""
+        known = await self.known_ids()
+        if known is not None and self._list_age_s(known.stored_at) > self.cache.fresh_ttl:
+            self.engine.refresh(self.fleet_fill())
+        return known
+
     async def gate(self, site_id: str) -> Outcome | None:
         """Whether this account lists `site_id`, by the known-id gate's rules: returns when
         it does (the outcome of a list refresh it needed, if any), raises `NotFound` when

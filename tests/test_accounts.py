@@ -334,3 +334,24 @@ async def test_one_account_answers_carry_no_account_field(
     assert (await gw.get("/sites?account=eu")).status == 400
     ready = await (await gw.get("/readyz")).json()
     assert "accounts" not in ready and ready["upstream"]["circuit"] == "closed"
+
+
+async def test_an_id_of_one_account_costs_the_others_no_list_refresh(
+    sims: dict[str, Simulator], make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(two_accounts(sims, negative_ttl=0.5))
+    assert (await gw.get("/sites")).status == 200
+    await asyncio.sleep(0.6)  # every held list is now "old" for the known-id gate
+    calls = {name: sim.data_calls() for name, sim in sims.items()}
+    connector = next(iter_connectors(FLEETS["eu"][0]))["id"]
+    for _ in range(3):
+        assert (await gw.get("/sites/eu-site-0001/nodes")).status == 200
+        assert (await gw.get(f"/connectors/{connector}")).status == 200
+        assert (await gw.get(f"/sites/{SHARED}")).status == 409
+    assert {name: sim.data_calls() for name, sim in sims.items()} == calls
+    # An id nobody lists: each account's gate refreshes its old list once, no more.
+    for _ in range(3):
+        assert (await gw.get("/sites/nowhere-0001")).status == 404
+    assert {name: sim.data_calls() for name, sim in sims.items()} == {
+        name: count + 1 for name, count in calls.items()
+    }
