@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from gateway.accounts import Account, derived_namespace
-from gateway.app_keys import FLEET
+from gateway.app_keys import CURSORS, FLEET
+from gateway.fleet import Query
 from gateway.metrics import Metrics
 from gateway.settings import Secret, Settings
 from gateway.simulator import eu_fleet, iter_connectors, us_fleet
@@ -355,3 +356,46 @@ async def test_an_id_of_one_account_costs_the_others_no_list_refresh(
     assert {name: sim.data_calls() for name, sim in sims.items()} == {
         name: count + 1 for name, count in calls.items()
     }
+
+
+async def test_a_connector_in_two_accounts_fleets_is_409(
+    make_simulator: MakeSim, make_gateway: GatewayFactory
+) -> None:
+    # The US account also lists a copy of an EU site: its connectors are in both fleets.
+    borrowed = FLEETS["eu"][0]
+    fleets = {"eu": FLEETS["eu"], "us": [*FLEETS["us"], borrowed]}
+    sims = {}
+    for name, fleet in fleets.items():
+        key, secret = KEYS[name]
+        sims[name] = await make_simulator(sites=fleet, api_key=key, api_secret=secret)
+    gw = await make_gateway(two_accounts(sims))
+    connector = next(iter_connectors(borrowed))["id"]
+    conflict = await gw.get(f"/connectors/{connector}")
+    assert conflict.status == 409 and "eu, us" in (await conflict.json())["detail"]
+    named = await gw.get(f"/connectors/{connector}?account=us")
+    assert named.status == 200 and (await named.json())["account"] == "us"
+    assert (await gw.get(f"/sites/{borrowed['id']}/nodes")).status == 409
+
+
+async def test_merged_list_built_once_for_concurrent_requests_and_ages_reported(
+    sims: dict[str, Simulator], make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(two_accounts(sims))
+    responses = await asyncio.gather(*(gw.get("/sites") for _ in range(8)))
+    assert {r.headers["ETag"] for r in responses} == {responses[0].headers["ETag"]}
+    assert len(gw.app[FLEET]._lists) == 1 and not gw.app[FLEET]._building
+    text = await (await gw.get("/metrics")).text()
+    for site_id in ("eu-site-0001", "us-site-0001", SHARED):
+        assert f'gateway_site_data_age_seconds{{site_id="{site_id}"}}' in text
+
+
+async def test_a_cursor_naming_an_unknown_account_is_400(
+    sims: dict[str, Simulator], make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(two_accounts(sims))
+    forged = gw.app[CURSORS].encode(Query(limit=5), ("eu-site-0001", 0, "x", 0), "asia")
+    assert (await gw.get(f"/connectors?limit=5&cursor={forged}")).status == 400
+    unnamed = gw.app[CURSORS].encode(Query(limit=5), ("eu-site-0001", 0, "x", 0))
+    assert (await gw.get(f"/connectors?limit=5&cursor={unnamed}")).status == 400
+    valid = gw.app[CURSORS].encode(Query(limit=5), ("eu-site-0001", 0, "x", 0), "us")
+    assert (await gw.get(f"/connectors?limit=5&cursor={valid}")).status == 200
