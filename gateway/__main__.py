@@ -2,7 +2,8 @@
 
 Start-up either serves fully configured or exits 2 with one line naming the bad setting.
 `--demo` needs no settings: it starts the ChargePilot simulator on a free loopback port in
-the same event loop and points the gateway at it.  With `GATEWAY_WORKERS > 1` this process
+the same event loop and points the gateway at it (`--demo-accounts 2`: two simulators, an
+EU and a US account served as one fleet: `demo.py`).  With `GATEWAY_WORKERS > 1` this process
 becomes a supervisor (`supervisor.py`).  A worker (or the single process) raises its file
 limit, serves through the hardened edge server (`server.py`), re-reads tokens on SIGHUP
 and drains on SIGTERM/SIGINT (`lifecycle.py`), then exits 0.
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from aiohttp import web
 
 from . import __version__, logs
+from .demo import MAX_DEMO_ACCOUNTS, start_account_simulators
 from .lifecycle import DRAIN, ApplyTokens, EarlyStop, TokenReloader, until_stop_signal
 from .middleware import AUTH, Auth
 from .server import EdgeLimits, EdgeRunner, connection_cap, raise_file_limit
@@ -46,7 +48,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="serve against the built-in ChargePilot simulator; no settings needed",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--demo-accounts",
+        type=int,
+        choices=range(1, MAX_DEMO_ACCOUNTS + 1),
+        default=1,
+        metavar="N",
+        help="with --demo: 2 serves two simulated accounts (an EU and a US host) as one fleet",
+    )
+    args = parser.parse_args(argv)
+    if args.demo_accounts != 1 and not args.demo:
+        parser.error("--demo-accounts needs --demo")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(ImportError):
         import uvloop
 
-        return uvloop.run(serve(settings, early))
-    return asyncio.run(serve(settings, early))
+        return uvloop.run(serve(settings, early, demo_accounts=args.demo_accounts))
+    return asyncio.run(serve(settings, early, demo_accounts=args.demo_accounts))
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -82,7 +95,9 @@ def _secrets(settings: Settings) -> list[str]:
     return found
 
 
-async def serve(settings: Settings, early: EarlyStop | None = None) -> int:
+async def serve(
+    settings: Settings, early: EarlyStop | None = None, *, demo_accounts: int = 1
+) -> int:
     from .app import create_app, create_metrics_app
     from .app_keys import METRICS
 
@@ -98,7 +113,9 @@ async def serve(settings: Settings, early: EarlyStop | None = None) -> int:
     )
     runners: list[web.AppRunner] = []
     try:
-        if settings.demo:
+        if settings.demo and demo_accounts > 1:
+            settings = await start_account_simulators(settings, runners)
+        elif settings.demo:
             settings = await _start_simulator(settings, runners)
         try:
             app = create_app(settings)

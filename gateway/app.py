@@ -4,11 +4,12 @@ Everything with a lifetime (the pooled upstream `ClientSession`, the Redis clien
 invalidation listener, the engine's background fetches) is opened in one `cleanup_ctx` and
 closed there in reverse order, so a graceful shutdown ends with every connection closed.
 
-Wiring (one account):
+Wiring (per account: `wiring.account_stack`):
 
-    routes → SiteService → FillEngine → Cache → Tier (in process) and RedisStore (shared)
-                         ↘ Filler → Upstream → Shield (rate, pause) → Circuit
-    Invalidations (pub/sub) → Cache.invalidated      RedisCoordinator (fetch locks)
+    routes → Fleetwide → SiteService → FillEngine → Cache → Tier (in process), RedisStore
+                                     ↘ Filler → Upstream → Shield (rate, pause) → Circuit
+    Invalidations (pub/sub, every account's channel) → every Cache.invalidated
+    RedisCoordinator (fetch locks)
 """
 
 from __future__ import annotations
@@ -25,30 +26,25 @@ from aiohttp import web
 
 from . import __version__
 from .access import AccessLog, Accounting
-from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS, TRACING
+from .app_keys import CURSORS, FLEET, METRICS, READINESS, SERVICE, SETTINGS, TRACING
 from .cache import Cache
-from .circuit import Circuit
 from .cursors import Cursors
-from .engine import FillEngine
 from .errors import CacheUnavailable
-from .fills import Filler, SiteAges
+from .fleetwide import Fleetwide
+from .gauges import FleetGauges
 from .invalidation import Invalidations
 from .keys import Keys
 from .lifecycle import DRAIN, Drain
-from .locks import Coordinator, LocalCoordinator, RedisCoordinator
 from .metrics import Metrics
 from .middleware import AUTH, Auth, make_middleware
 from .quota import ClientAddress, ClientQuota
 from .routes import add_routes
-from .service import SiteService
 from .settings import Settings, SettingsError
-from .shield import Shield
 from .store import RedisStore, redis_client
 from .tier import Tier
-from .upstream import Upstream
+from .wiring import Shared, account_stack, overall
 
 log = logging.getLogger("gateway.app")
-LOCK_MARGIN = 5.0
 
 
 class RedisHealth:
@@ -134,8 +130,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             "(not shared between replicas or workers)"
         )
         metrics.redis_up.set(1)  # the embedded cache is always reachable
-    account = settings.accounts[0]
-    keys = Keys(account.namespace)
     caches: list[Cache] = []
     invalidations = None
     if redis is not None:
@@ -144,30 +138,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             for each in caches:
                 each.invalidated(changed)
 
-        invalidations = Invalidations(redis, [keys.channel], dispatch)
-    cache = Cache(
-        keys,
-        tier,
-        fresh_ttl=settings.cache_ttl,
-        stale_ttl=settings.cache_stale,
-        negative_ttl=settings.negative_ttl,
-        shared=redis,
-        invalidations=invalidations,
-    )
-    caches.append(cache)
-    labels = (account.name,) if metrics.account_label else ()
-    metrics.prime_account(labels)
-    circuit = Circuit(
-        failures=settings.circuit_failures,
-        cooldown=settings.circuit_cooldown,
-        on_change=lambda state: _circuit_changed(metrics, labels, state),
-    )
-    shield = Shield(rate=account.rps, circuit=circuit, metrics=metrics, keys=keys, redis=redis)
-    coordinator: Coordinator = LocalCoordinator()
-    if redis is not None:
-        coordinator = RedisCoordinator(
-            redis, keys, lock_ttl=settings.upstream_timeout + LOCK_MARGIN
-        )
+        channels = [Keys(account.namespace).channel for account in settings.accounts]
+        invalidations = Invalidations(redis, channels, dispatch)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
         # The upstream client enforces its total deadline itself (asyncio.timeout);
@@ -177,25 +149,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         raise_for_status=False,
         auto_decompress=True,
     )
-    upstream = Upstream(
-        session,
-        account,
-        timeout=settings.upstream_timeout,
-        retries=settings.upstream_retries,
-        metrics=metrics,
-        admission=shield,
-        labels=labels,
-        tracing=tracing,
+    shared = Shared(
+        settings, metrics, tier, redis, invalidations, session, FleetGauges(metrics), tracing
     )
-    engine = FillEngine(
-        cache,
-        coordinator=coordinator,
-        upstream_available=shield.available,
-        refresh_ahead=settings.refresh_ahead,
-    )
-    filler = Filler(cache, upstream, metrics, SiteAges())
-    service = SiteService(engine, filler, negative_ttl=settings.negative_ttl)
-    app[SERVICE] = service
+    stacks = [account_stack(shared, account) for account in settings.accounts]
+    caches.extend(stack.service.cache for stack in stacks)
+    metrics.rate_limit.set(sum(account.rps for account in settings.accounts))
+    fleet = Fleetwide({stack.name: stack.service for stack in stacks})
+    app[FLEET] = fleet
+    app[SERVICE] = stacks[0].service
+    keys = stacks[0].service.keys
     app[CURSORS] = Cursors(await _cursor_key(settings, redis, keys))
     listener = asyncio.create_task(invalidations.run()) if invalidations is not None else None
     drain = app[DRAIN]
@@ -208,13 +171,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 redis_state = "up"
             except CacheUnavailable:
                 redis_state = "down"
+        upstreams = {stack.name: stack.health() for stack in stacks}
         report: dict[str, Any] = {
             "ready": not drain.active,
             "cache": "redis" if redis is not None else "memory",
             "redis": redis_state,
-            "upstream": {"circuit": circuit.state, "available": shield.available()},
+            "upstream": stacks[0].health() if not fleet.multi else overall(upstreams),
             "degraded": redis_state == "down",
         }
+        if fleet.multi:
+            report["accounts"] = upstreams
         return report
 
     app[READINESS] = readiness
@@ -230,7 +196,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if listener is not None:
             listener.cancel()
             await asyncio.wait([listener], timeout=2)  # a shutdown never waits on Redis
-        await service.close()
+        await fleet.close()
         await session.close()
         if redis is not None:
             await redis.close()
@@ -257,10 +223,3 @@ async def _cursor_key(settings: Settings, redis: RedisStore | None, keys: Keys) 
         except CacheUnavailable:
             log.warning("cursor key not shared (Redis unreachable): cursors work per process")
     return candidate.encode()
-
-
-def _circuit_changed(metrics: Metrics, labels: tuple[str, ...], state: str) -> None:
-    metrics.circuit_open.labels(*labels).set(1 if state == "open" else 0) if labels else (
-        metrics.circuit_open.set(1 if state == "open" else 0)
-    )
-    log.warning("upstream circuit %s", state, extra={"state": state})

@@ -2,7 +2,8 @@
 
 Knows lifetimes, the tier, Redis and invalidation; nothing of HTTP or ChargePilot.
 
-Lifetimes: a positive entry is fresh for `fresh_ttl` after `stored_at`, then stale for
+Lifetimes: a positive entry is fresh for `fresh_ttl` after `stored_at` (or for the lifetime
+its writer gave `put_many`, which its readers give `get`: charging events), then stale for
 `stale_ttl` more, after which it is gone (Redis expires the key; the tier sweeps it); a
 negative entry (an upstream 404) lives `negative_ttl` and is never stale.
 
@@ -183,15 +184,18 @@ class Cache:
         partial: Collection[str] = (),
         lifetime: float | None = None,
         variants: Mapping[str, dict[str, bytes]] | None = None,
+        fresh_ttl: float | None = None,
     ) -> dict[str, Entry]:
-        """Store `bodies` (with their content codings in `variants`, where built) for
-        `lifetime` seconds (default: fresh + stale); keys in `partial` keep only their
-        metadata in the tier."""
+        """Store `bodies` (with their content codings in `variants`, where built).  They
+        live `lifetime` seconds, else their freshness (`fresh_ttl`: these entries' own, as
+        for charging events, which readers pass to `get` too; else the cache's) plus the
+        stale window.  Keys in `partial` keep only their metadata in the tier."""
         codings = variants or {}
         entries = {
             key: Entry.for_body(body, stored_at, codings.get(key)) for key, body in bodies.items()
         }
-        total = self.fresh_ttl + self.stale_ttl if lifetime is None else lifetime
+        fresh = self.fresh_ttl if fresh_ttl is None else fresh_ttl
+        total = fresh + self.stale_ttl if lifetime is None else lifetime
         await self._write(entries, total, partial)
         return entries
 
@@ -242,7 +246,11 @@ class Cache:
 
     async def purge_all(self) -> int:
         """Drop every cache entry of this account (nothing else: not locks, budget, pause)."""
-        prefix = self.keys.entries_prefix
+        return await self.delete_prefix(self.keys.entries_prefix)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Drop every entry whose key starts with `prefix`, everywhere; raises
+        CacheUnavailable when Redis did not take it."""
         self._sequence += 1
         count = self.tier.drop_prefix(prefix)
         if self.shared is not None:

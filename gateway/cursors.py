@@ -20,10 +20,10 @@ import orjson
 from .errors import BadRequest
 from .fleet import DEFAULT_LIMIT, MAX_LIMIT, PositionKey, Query
 from .ids import validate_id
+from .params import single_values
 
 FILTERS = ("site_id", "charging_station_id", "v2g", "account")
 PARAMETERS = frozenset({*FILTERS, "limit", "cursor"})
-MAX_VALUE_LENGTH = 256
 MAX_CURSOR_LENGTH = 4096
 
 
@@ -34,11 +34,15 @@ class Cursors:
     def _tag(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
 
-    def encode(self, query: Query, after: PositionKey) -> str:
-        payload = orjson.dumps({"q": _fingerprint(query), "k": list(after)})
+    def encode(self, query: Query, after: PositionKey, account: str | None = None) -> str:
+        """`account`: pages merged across accounts also name the last connector's account."""
+        position: dict[str, object] = {"q": _fingerprint(query), "k": list(after)}
+        if account is not None:
+            position["a"] = account
+        payload = orjson.dumps(position)
         return base64.urlsafe_b64encode(self._tag(payload) + payload).decode("ascii").rstrip("=")
 
-    def decode(self, query: Query, cursor: str) -> PositionKey:
+    def decode(self, query: Query, cursor: str) -> tuple[PositionKey, str | None]:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
@@ -51,11 +55,14 @@ class Cursors:
             site_id, rank, connector_id, occurrence = data["k"]
             key = (str(site_id), int(rank), str(connector_id), int(occurrence))
             fingerprint = data["q"]
+            account = data.get("a")
+            if account is not None and not isinstance(account, str):
+                raise TypeError("account")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise BadRequest("cursor is not valid") from None
         if fingerprint != _fingerprint(query):
             raise BadRequest("cursor belongs to another query (filters differ)")
-        return key
+        return key, account
 
 
 def _fingerprint(query: Query) -> str:
@@ -64,17 +71,7 @@ def _fingerprint(query: Query) -> str:
 
 def parse_query(params: Mapping[str, str], cursors: Cursors) -> Query:
     """Validate `/connectors` query parameters; any problem is a 400 naming the parameter."""
-    unknown = sorted(set(params) - PARAMETERS)
-    if unknown:
-        raise BadRequest(
-            f"unknown query parameter {unknown[0]!r}; allowed: " + ", ".join(sorted(PARAMETERS))
-        )
-    if len(params) != len(set(params)):
-        raise BadRequest("a query parameter is given more than once")
-    for name, value in params.items():
-        longest = MAX_CURSOR_LENGTH if name == "cursor" else MAX_VALUE_LENGTH
-        if not value or len(value) > longest or any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise BadRequest(f"query parameter {name!r} is empty or malformed")
+    params = single_values(params, PARAMETERS, longest={"cursor": MAX_CURSOR_LENGTH})
     v2g: bool | None = None
     if "v2g" in params:
         if params["v2g"] not in ("true", "false"):
@@ -93,6 +90,6 @@ def parse_query(params: Mapping[str, str], cursors: Cursors) -> Query:
         validate_id(site_id, "site_id")
     query = Query(site_id, params.get("charging_station_id"), v2g, params.get("account"), limit)
     if "cursor" in params:
-        after = cursors.decode(query, params["cursor"])
-        query = Query(*query.filters, limit=limit, after=after)
+        after, account = cursors.decode(query, params["cursor"])
+        query = Query(*query.filters, limit=limit, after=after, after_account=account)
     return query

@@ -69,12 +69,14 @@ class Filled:
 @dataclass(frozen=True, slots=True)
 class Fill:
     """One upstream fetch.  `probe` is a key the fetch writes: under the lock, a probe
-    that `satisfied` accepts means another replica just did the work."""
+    that `satisfied` accepts means another replica just did the work.  `fresh_ttl`: the
+    freshness of what it writes, when not the cache's (charging events)."""
 
     name: str
     probe: str
     run: Callable[[], Awaitable[Filled]]
     satisfied: Callable[[Lookup], bool] | None = None
+    fresh_ttl: float | None = None
 
 
 class FillEngine:
@@ -109,6 +111,7 @@ class FillEngine:
         fetch something itself that may have written `key` (it returns that fetch's
         outcome).  With `meta_only` a served entry may lack its body (the caller keeps a
         decoded form)."""
+        fresh_ttl = fill.fresh_ttl if fresh_ttl is None else fresh_ttl
         lookup = await self.cache.get(key, fresh_ttl=fresh_ttl, meta_only=meta_only)
         if lookup is not None:
             return self.from_lookup(lookup, fill, missing, fresh_ttl)
@@ -148,6 +151,7 @@ class FillEngine:
         meta_only: bool = False,
     ) -> Served:
         """Join (or start) `fill` and serve what it wrote for `key`."""
+        fresh_ttl = fill.fresh_ttl if fresh_ttl is None else fresh_ttl
         collapsed = False
         for _ in range(MAX_WAIT_ROUNDS):
             filled, joined = await self._join(fill, key)
@@ -214,15 +218,20 @@ class FillEngine:
         nothing to do; a probe alone is not enough when the key itself is gone (a purge
         drops a list and keeps the ids)."""
         if key is not None and key != fill.probe:
-            needed = await self.cache.get(key, meta_only=True, from_shared=True)
+            needed = await self.cache.get(
+                key, meta_only=True, from_shared=True, fresh_ttl=fill.fresh_ttl
+            )
             if needed is None:
                 return False
-        lookup = await self.cache.get(fill.probe, meta_only=True, from_shared=True)
+        lookup = await self.cache.get(
+            fill.probe, meta_only=True, from_shared=True, fresh_ttl=fill.fresh_ttl
+        )
         if lookup is None:
             return False
         if fill.satisfied is not None:
             return fill.satisfied(lookup)
-        return lookup.entry.negative or lookup.ttl > self._refresh_ahead * self.cache.fresh_ttl
+        ttl = self.cache.fresh_ttl if fill.fresh_ttl is None else fill.fresh_ttl
+        return lookup.entry.negative or lookup.ttl > self._refresh_ahead * ttl
 
     def refresh(self, fill: Fill) -> None:
         """Start `fill` in the background unless it runs already or upstream is held back."""

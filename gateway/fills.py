@@ -2,7 +2,10 @@
 into cache entries.
 
 A site fill (`GET /sites/{id}` upstream) writes the site and its flattened connectors and
-nodes; a 404 writes negative entries for those keys instead.  A fleet fill (`GET /sites`)
+nodes; a 404 writes negative entries for those keys instead.  An events fill
+(`GET /charging-events/site/{id}`) writes one answer under its query's key, with its own
+lifetime.  Fills also set the fleet gauges (`gauges.py`); with several accounts every site
+and connector carries its `account`.  A fleet fill (`GET /sites`)
 writes the same for every site, plus the site list, the known site ids (the gate that keeps
 unknown ids from reaching upstream) and the fleet's connectors in their compact form
 (`fleet.encode_fleet`).  Every JSON body is serialized once: lists are the `b","`-joins of
@@ -31,8 +34,10 @@ from .cache import Cache
 from .encodings import variants
 from .engine import Filled
 from .errors import BadUpstreamPayload
+from .events import EventsQuery, events_body
 from .flatten import duplicate_connector_ids, flatten_connectors, flatten_nodes
 from .fleet import encode_fleet
+from .gauges import FleetGauges, SiteFacts, site_facts
 from .jsonutil import dumps
 from .keys import Keys
 from .metrics import Metrics
@@ -70,14 +75,17 @@ class FleetBuilt:
     sites: dict[str, bytes]  # site id -> normalized site JSON (for change detection)
     duplicates: int  # connector ids seen more than once
     variants: dict[str, dict[str, bytes]]  # content codings built at fill time
+    facts: dict[str, SiteFacts] = field(default_factory=dict)  # for the fleet gauges
 
 
 def build_site(
-    site: dict[str, Any], keys: Keys, bodies: dict[str, bytes]
+    site: dict[str, Any], keys: Keys, bodies: dict[str, bytes], account: str | None = None
 ) -> tuple[bytes, list[tuple[dict[str, Any], bytes]]]:
     """The site's own entries into `bodies`; returns its JSON and its connectors' JSON."""
     site_id = str(site["id"])
     connectors = flatten_connectors(site)
+    if account is not None:
+        connectors = [{**connector, "account": account} for connector in connectors]
     pairs = [(connector, dumps(connector)) for connector in connectors]
     body = dumps(site)
     bodies[keys.site(site_id)] = body
@@ -106,9 +114,11 @@ def build_fleet(
     site_bodies: dict[str, bytes] = {}
     ordered_bodies: list[bytes] = []
     records: list[tuple[dict[str, Any], bytes]] = []
+    facts: dict[str, SiteFacts] = {}
     for site in normalized:
-        body, pairs = build_site(site, keys, bodies)
+        body, pairs = build_site(site, keys, bodies, account)
         site_bodies[str(site["id"])] = body
+        facts[str(site["id"])] = site_facts(site)
         ordered_bodies.append(body)
         records.extend(pairs)
     site_ids = [str(site["id"]) for site in normalized]
@@ -125,14 +135,18 @@ def build_fleet(
             "duplicate connector ids",
             extra={"scope": "fleet", "count": len(duplicates), "sample": duplicates[:5]},
         )
-    return FleetBuilt(bodies, site_ids, len(records), site_bodies, len(duplicates), codings)
+    return FleetBuilt(bodies, site_ids, len(records), site_bodies, len(duplicates), codings, facts)
 
 
 def with_account(site: dict[str, Any], account: str | None) -> dict[str, Any]:
-    """The site with its account's name right after its id (several accounts only)."""
+    """The site with its account's name right after its id (several accounts only); it
+    replaces an upstream field of that name."""
     if account is None:
         return site
-    return {"id": site["id"], "account": account, **site}
+    placed = {"id": site["id"], "account": account}
+    placed.update(site)
+    placed["account"] = account
+    return placed
 
 
 def _list_body(elements: Any) -> bytes:
@@ -162,6 +176,8 @@ class Filler:
         ages: SiteAges,
         *,
         account: str | None = None,
+        gauges: FleetGauges | None = None,
+        events_ttl: float | None = None,
     ) -> None:
         self._cache = cache
         self._keys = cache.keys
@@ -169,6 +185,8 @@ class Filler:
         self._metrics = metrics
         self.ages = ages
         self._account = account
+        self._gauges = gauges or FleetGauges(metrics)
+        self._events_ttl = events_ttl
 
     def _issue(self, field_name: str) -> None:
         self._metrics.normalization_issues.labels(field_name).inc()
@@ -180,13 +198,14 @@ class Filler:
             family = self._keys.site_family(site_id)
             await self._cache.put_negative(family, stored_at=stored_at)
             self.ages.stored_at.pop(site_id, None)
+            self._gauges.site_gone(self._account, site_id)
             return Filled(negative=set(family))
         try:
             site = with_account(normalize_site(raw, self._issue), self._account)
         except SiteShapeError as exc:
             raise BadUpstreamPayload(f"upstream site is unusable: {exc}") from None
         bodies: dict[str, bytes] = {}
-        _, pairs = build_site(site, self._keys, bodies)
+        _, pairs = build_site(site, self._keys, bodies, self._account)
         duplicates = duplicate_connector_ids(connector for connector, _ in pairs)
         if duplicates:
             self._metrics.duplicate_connectors.labels("site").inc(len(duplicates))
@@ -194,6 +213,7 @@ class Filler:
         codings = {key: variants(body) for key, body in bodies.items()}
         entries = await self._cache.put_many(bodies, stored_at=stored_at, variants=codings)
         self.ages.saw(site_id, stored_at)
+        self._gauges.site_stored(self._account, site_id, site_facts(site))
         return Filled(entries=entries)
 
     async def fill_fleet(self) -> Filled:
@@ -221,6 +241,18 @@ class Filler:
         lifetime = max(cache.fresh_ttl + cache.stale_ttl, cache.negative_ttl)
         entries.update(await cache.put_many(known, stored_at=stored_at, lifetime=lifetime))
         self.ages.replace(built.site_ids, stored_at)
-        self._metrics.sites_cached.set(len(built.site_ids))
-        self._metrics.connectors_cached.set(built.connector_count)
+        self._gauges.fleet_stored(self._account, built.facts, built.connector_count)
+        return Filled(entries=entries)
+
+    async def fill_events(self, site_id: str, query: EventsQuery, key: str) -> Filled:
+        """One charging-events answer, fresh for `GATEWAY_EVENTS_TTL`; a 404 is negative."""
+        raw = await self._upstream.fetch_events(site_id, query.pairs)
+        stored_at = self._cache.now()
+        if raw is None:
+            await self._cache.put_negative([key], stored_at=stored_at)
+            return Filled(negative={key})
+        bodies = {key: events_body(raw)}
+        entries = await self._cache.put_many(
+            bodies, stored_at=stored_at, fresh_ttl=self._events_ttl
+        )
         return Filled(entries=entries)

@@ -42,6 +42,8 @@ class Query:
     account: str | None = None
     limit: int = DEFAULT_LIMIT
     after: PositionKey | None = None
+    # Paging merged across accounts: the account of the connector `after` names.
+    after_account: str | None = None
 
     @property
     def filters(self) -> tuple[str | None, str | None, bool | None, str | None]:
@@ -148,25 +150,36 @@ class FleetIndex:
 
     def page(self, query: Query) -> tuple[list[int], PositionKey | None]:
         """Positions of up to `limit` matches after the cursor, and where to continue."""
-        start, end = 0, len(self.bodies)
-        if query.account is not None and query.account != self.account:
-            return [], None
-        if query.site_id is not None:
-            start, end = self.site_ranges.get(query.site_id, (0, 0))
-        if query.after is not None:
-            start = max(start, bisect.bisect_right(self.keys, query.after))
+        start = 0 if query.after is None else bisect.bisect_right(self.keys, query.after)
         found: list[int] = []
+        for position in self.matching(query, start):
+            if len(found) == query.limit:
+                # There is at least one more match: continue after the last one returned.
+                return found, self.keys[found[-1]]
+            found.append(position)
+        return found, None
+
+    def matching(self, query: Query, start: int = 0) -> Iterator[int]:
+        """Positions from `start` on that match the query's filters, in position order."""
+        if query.account is not None and query.account != self.account:
+            return
+        end = len(self.bodies)
+        if query.site_id is not None:
+            first, end = self.site_ranges.get(query.site_id, (0, 0))
+            start = max(start, first)
         station, v2g = query.charging_station_id, query.v2g
         for position in range(start, end):
             if station is not None and self.stations[position] != station:
                 continue
             if v2g is not None and self.v2g[position] is not v2g:
                 continue
-            if len(found) == query.limit:
-                # There is at least one more match: continue after the last one returned.
-                return found, self.keys[found[-1]]
-            found.append(position)
-        return found, None
+            yield position
+
+    def start_for(self, site_id: str, *, after_site: bool) -> int:
+        """The first position of `site_id`'s connectors or later sites' (`after_site`: the
+        first position past them)."""
+        bound: PositionKey = (site_id, 2, "", 0) if after_site else (site_id, -1, "", 0)
+        return bisect.bisect_left(self.keys, bound)
 
 
 class PageCache:

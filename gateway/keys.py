@@ -81,8 +81,12 @@ class Keys:
     def site_family(self, site_id: str) -> list[str]:
         return [self.site(site_id), self.site_connectors(site_id), self.site_nodes(site_id)]
 
+    def site_events(self, site_id: str) -> str:
+        """The prefix of every charging-events entry of one site."""
+        return f"{self.entries_prefix}events:{{{_id(site_id)}}}:"
+
     def events(self, site_id: str, query_hash: str) -> str:
-        return f"{self.entries_prefix}events:{{{_id(site_id)}}}:{query_hash}"
+        return self.site_events(site_id) + query_hash
 
     def lock(self, fill: str) -> str:
         return self._lock_prefix + _id(fill)

@@ -8,7 +8,8 @@ files there, and `render()` aggregates them, so `/metrics` shows totals across w
 
 Label values are bounded by construction: routes are templates (or "unmatched"), upstream
 outcomes are status codes or two fixed words, normalization fields come from a fixed set
-in `normalize.py`, and only site ids appear as ids (`gateway_site_data_age_seconds`).
+in `normalize.py`, and only site ids appear as ids (`gateway_site_data_age_seconds` and the
+fleet gauges of `gauges.py`), account names only with several accounts.
 """
 
 from __future__ import annotations
@@ -139,6 +140,28 @@ class Metrics:
         self.connectors_cached = Gauge(
             "gateway_connectors_cached",
             "Connectors in the cache",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.site_connectors = Gauge(
+            "gateway_site_connectors",
+            "Connectors of each site",
+            [*account, "site_id"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.site_v2g_connectors = Gauge(
+            "gateway_site_v2g_connectors",
+            "V2G-capable connectors of each site",
+            [*account, "site_id"],
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.site_oversubscription = Gauge(
+            "gateway_site_oversubscription_ratio",
+            "Sum of the connectors' max charging current over the top-level fuse limit "
+            "(the worst top-level fuse when there are several)",
+            [*account, "site_id"],
             registry=reg,
             multiprocess_mode="livemax",
         )

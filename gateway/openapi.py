@@ -14,7 +14,7 @@ from typing import Any
 from . import __version__
 from .fleet import DEFAULT_LIMIT, MAX_LIMIT
 from .ids import MAX_ID_LENGTH
-from .openapi_schemas import schemas
+from .openapi_schemas import events_parameters, schemas
 from .settings import Settings
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -33,6 +33,23 @@ _DATA_HEADERS = {
 _DATA_ERRORS = ("400", "401", "406", "429", "502", "503", "504")
 
 
+def _account(settings: Settings) -> dict[str, Any]:
+    return {
+        "name": "account",
+        "in": "query",
+        "schema": {"type": "string", "enum": [account.name for account in settings.accounts]},
+        "description": "only this upstream account's data (a name from the accounts file)",
+    }
+
+
+_UNAVAILABLE = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "several accounts: those whose upstream failed with nothing stale held; "
+    "the list holds the others' data",
+}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -41,11 +58,14 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     }
 
 
-def _list_of(ref: str, paged: bool = False) -> dict[str, Any]:
+def _list_of(ref: str, paged: bool = False, merged: bool = False) -> dict[str, Any]:
     properties: dict[str, Any] = {"data": {"type": "array", "items": {"$ref": ref}}}
     if paged:
         properties["next_cursor"] = {"type": ["string", "null"]}
-    return {"type": "object", "required": list(properties), "properties": properties}
+    required = list(properties)
+    if merged:
+        properties["unavailable_accounts"] = _UNAVAILABLE
+    return {"type": "object", "required": required, "properties": properties}
 
 
 def _operations(
@@ -89,7 +109,7 @@ def _data(
     security: list[Any] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok, "304": {"description": "Not Modified (If-None-Match)"}}
-    codes = [*_DATA_ERRORS, *(["404"] if not_found else [])]
+    codes = [*_DATA_ERRORS, *(["404", "409"] if not_found else [])]
     responses.update({code: _PROBLEM for code in sorted(codes)})
     return _operations(operation_id, tag, summary, responses, params=params, security=security)
 
@@ -102,7 +122,10 @@ def document(settings: Settings) -> dict[str, Any]:
     )
     clients: list[Any] | None = [{"client": []}] if settings.client_tokens else None
     text = {"type": "string", "maxLength": 256, "pattern": ID_PATTERN}
+    account = _account(settings)
+    by_id = [_ID, account]
     connector_filters = [
+        account,
         {"name": "site_id", "in": "query", "schema": _ID_SCHEMA, "example": "site-0003"},
         {
             "name": "charging_station_id",
@@ -135,13 +158,17 @@ def document(settings: Settings) -> dict[str, Any]:
     ]
     paths: dict[str, Any] = {
         "/sites": _data(
-            "listSites", "All sites, normalized", _json(_list_of(site), "sites"), security=clients
+            "listSites",
+            "All sites, normalized (every account's, merged by id)",
+            _json(_list_of(site, merged=True), "sites"),
+            params=[account],
+            security=clients,
         ),
         "/sites/{id}": _data(
             "getSite",
             "One site",
             _json({"$ref": site}, "the site"),
-            params=[_ID],
+            params=by_id,
             not_found=True,
             security=clients,
         ),
@@ -149,7 +176,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "listSiteConnectors",
             "The site's connectors, flattened",
             _json(_list_of(connector), "connectors"),
-            params=[_ID],
+            params=by_id,
             not_found=True,
             tag="connectors",
             security=clients,
@@ -158,14 +185,24 @@ def document(settings: Settings) -> dict[str, Any]:
             "listSiteNodes",
             "The site's fuse tree, flattened",
             _json(_list_of(node), "nodes"),
-            params=[_ID],
+            params=by_id,
             not_found=True,
+            security=clients,
+        ),
+        "/sites/{id}/charging-events": _data(
+            "listSiteChargingEvents",
+            "The site's charging events (upstream GET /charging-events/site/{id}), cached for "
+            f"{settings.events_ttl:g} s per normalized query",
+            _json({"$ref": "#/components/schemas/ChargingEvents"}, "charging events"),
+            params=[*by_id, *events_parameters()],
+            not_found=True,
+            tag="events",
             security=clients,
         ),
         "/connectors": _data(
             "listConnectors",
             "Every connector of every site, filtered and paged",
-            _json(_list_of(connector, paged=True), "a page"),
+            _json(_list_of(connector, paged=True, merged=True), "a page"),
             params=connector_filters,
             tag="connectors",
             security=clients,
@@ -174,7 +211,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "getConnector",
             "One connector",
             _json({"$ref": connector}, "connector"),
-            params=[_CONNECTOR_ID],
+            params=[_CONNECTOR_ID, account],
             not_found=True,
             tag="connectors",
             security=clients,
@@ -255,6 +292,7 @@ def document(settings: Settings) -> dict[str, Any]:
         "tags": [
             {"name": "sites", "description": "Sites and their fuse trees"},
             {"name": "connectors", "description": "Connectors, flattened"},
+            {"name": "events", "description": "Charging events, passed through and cached"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
             {"name": "admin", "description": "Cache administration"},
         ],

@@ -1,16 +1,44 @@
-"""The JSON Schemas of the gateway's answers (components of the OpenAPI document)."""
+"""The JSON Schemas of the gateway's answers and the charging-events parameters (parts of
+the OpenAPI document, `openapi.py`), as plain data."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from .events import MAX_SKIP, MAX_TAKE, SORT_FIELDS, SORT_ORDERS
 
 
 def _nullable(kind: str) -> dict[str, Any]:
     return {"type": [kind, "null"]}
 
 
+def events_parameters() -> list[dict[str, Any]]:
+    instant = {
+        "type": "string",
+        "description": "ISO 8601 date or date-time, offset optional (Z, +01:00)",
+        "examples": ["2025-01-01", "2025-01-01T08:00:00+01:00", "2025-01-01T07:00:00Z"],
+    }
+    return [
+        {"name": "from", "in": "query", "schema": instant},
+        {"name": "to", "in": "query", "schema": instant},
+        {
+            "name": "take",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TAKE},
+        },
+        {
+            "name": "skip",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SKIP},
+        },
+        {"name": "sort_field", "in": "query", "schema": {"type": "string", "enum": SORT_FIELDS}},
+        {"name": "sort_order", "in": "query", "schema": {"type": "string", "enum": SORT_ORDERS}},
+    ]
+
+
 def schemas() -> dict[str, Any]:
     number, string = _nullable("number"), _nullable("string")
+    account = {"type": "string", "description": "its upstream account (several accounts only)"}
     path_step = {
         "type": "object",
         "properties": {"type": string, "name": string, "fuse_id": string},
@@ -43,11 +71,21 @@ def schemas() -> dict[str, Any]:
                 "request_id": {"type": "string"},
             },
         },
+        "ChargingEvents": {
+            "type": "object",
+            "required": ["data", "count", "truncated"],
+            "properties": {
+                "data": {"type": "array", "items": {"type": "object"}},
+                "count": {"type": "integer", "description": "events in this answer"},
+                "truncated": {"type": "boolean", "description": "more events match"},
+            },
+        },
         "Site": {
             "type": "object",
             "required": ["id", "name", "timezone", "local_controller", "fuse_tree"],
             "properties": {
                 "id": {"type": "string"},
+                "account": account,
                 "name": string,
                 "timezone": string,
                 "local_controller": _nullable("object"),
@@ -84,6 +122,7 @@ def schemas() -> dict[str, Any]:
                 "charging_capability": {"type": "array", "items": {"type": "number"}},
                 "discharge_capability": {"type": "array", "items": {"type": "number"}},
                 "site_id": {"type": "string"},
+                "account": account,
                 "site_name": string,
                 "node_name": string,
                 "path": {"type": "array", "items": path_step},

@@ -1,4 +1,4 @@
-"""HTTP views: parse and validate input, call the site service, shape the answer.
+"""HTTP views: parse and validate input, call the fleet-wide facade, shape the answer.
 
 Knows HTTP and nothing of caching decisions; `responses.py` renders what the cache did.
 """
@@ -11,11 +11,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .app_keys import CURSORS, METRICS, READINESS, SERVICE, SETTINGS
+from .app_keys import CURSORS, FLEET, METRICS, READINESS, SETTINGS
 from .cursors import parse_query
 from .errors import BadRequest, CacheUnavailable, StoreUnavailable
+from .events import parse_events_query
 from .ids import validate_id
 from .openapi import document
+from .params import single_values
 from .responses import respond
 
 
@@ -23,31 +25,54 @@ def _site_id(request: web.Request) -> str:
     return validate_id(request.match_info["id"], "site id")
 
 
+def _account(request: web.Request) -> str | None:
+    """The one parameter of the id and list routes: `?account=` (a configured name)."""
+    if not request.query_string:
+        return None  # the hit path: nothing to parse
+    params = single_values(request.query, ("account",))
+    return request.app[FLEET].account(params.get("account"))
+
+
 async def list_sites(request: web.Request) -> web.Response:
-    return respond(request, await request.app[SERVICE].sites())
+    account = _account(request)
+    return respond(request, await request.app[FLEET].sites(account))
 
 
 async def get_site(request: web.Request) -> web.Response:
-    return respond(request, await request.app[SERVICE].site(_site_id(request)))
+    site_id, account = _site_id(request), _account(request)
+    return respond(request, await request.app[FLEET].site(site_id, "site", account))
 
 
 async def site_connectors(request: web.Request) -> web.Response:
-    return respond(request, await request.app[SERVICE].site(_site_id(request), "connectors"))
+    site_id, account = _site_id(request), _account(request)
+    return respond(request, await request.app[FLEET].site(site_id, "connectors", account))
 
 
 async def site_nodes(request: web.Request) -> web.Response:
-    return respond(request, await request.app[SERVICE].site(_site_id(request), "nodes"))
+    site_id, account = _site_id(request), _account(request)
+    return respond(request, await request.app[FLEET].site(site_id, "nodes", account))
+
+
+async def site_events(request: web.Request) -> web.Response:
+    site_id = _site_id(request)
+    query = parse_events_query(request.query, extra=("account",))
+    fleet = request.app[FLEET]
+    account = fleet.account(request.query.get("account"))
+    return respond(request, await fleet.events(site_id, query, account))
 
 
 async def list_connectors(request: web.Request) -> web.Response:
     cursors = request.app[CURSORS]
     query = parse_query(request.query, cursors)
-    return respond(request, await request.app[SERVICE].connectors(query, cursors))
+    fleet = request.app[FLEET]
+    fleet.account(query.account)
+    return respond(request, await fleet.connectors(query, cursors))
 
 
 async def get_connector(request: web.Request) -> web.Response:
     connector_id = validate_id(request.match_info["id"], "connector id")
-    return respond(request, await request.app[SERVICE].connector(connector_id))
+    account = _account(request)
+    return respond(request, await request.app[FLEET].connector(connector_id, account))
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -65,7 +90,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def metrics_view(app: web.Application, request: web.Request) -> web.Response:
     app_metrics = app[METRICS]
-    app_metrics.report_site_ages(app[SERVICE].ages.stored_at, time.time())
+    app_metrics.report_site_ages(app[FLEET].site_ages(), time.time())
     return web.Response(
         body=app_metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -88,14 +113,14 @@ async def purge(request: web.Request) -> web.Response:
     site_id = body.get("site_id")
     if "site_id" in body and not isinstance(site_id, str):
         raise BadRequest("site_id must be a string")
-    service = request.app[SERVICE]
+    fleet = request.app[FLEET]
     if site_id is not None:
         validate_id(site_id, "site_id")
     try:
         if site_id is None:
-            dropped = await service.purge_all()
+            dropped = await fleet.purge_all()
         else:
-            dropped = await service.purge_site(site_id)
+            dropped = await fleet.purge_site(site_id)
     except CacheUnavailable:
         raise StoreUnavailable("Redis did not answer; nothing was purged", retry_after=1) from None
     return web.json_response({"purged": site_id or "all", "keys": dropped}, dumps=_dumps)
@@ -112,6 +137,7 @@ def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     router.add_get("/sites", list_sites, allow_head=True)
     router.add_get("/sites/{id:[^/]+}/connectors", site_connectors, allow_head=True)
     router.add_get("/sites/{id:[^/]+}/nodes", site_nodes, allow_head=True)
+    router.add_get("/sites/{id:[^/]+}/charging-events", site_events, allow_head=True)
     router.add_get("/sites/{id:[^/]+}", get_site, allow_head=True)
     router.add_get("/connectors", list_connectors, allow_head=True)
     router.add_get("/connectors/{id:[^/]+}", get_connector, allow_head=True)

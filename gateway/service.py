@@ -7,6 +7,9 @@ Keys and the fills that write them:
     sites, known, fleet                       ← the fleet fill   (upstream GET /sites)
     site:{id}, site:{id}:connectors, :nodes   ← that site's fill (upstream GET /sites/{id}),
                                                 and the fleet fill
+    events:{id}:<query hash>                  ← that query's events fill, fresh for
+                                                GATEWAY_EVENTS_TTL (upstream
+                                                GET /charging-events/site/{id})
     /connectors pages, /connectors/{id}       ← read from the decoded fleet (`FleetIndex`)
 
 The known-id gate (contract "Ids"): before an id's miss may go upstream, it must be in the
@@ -30,6 +33,7 @@ from .cursors import Cursors
 from .engine import Fill, FillEngine, Outcome, Served
 from .entry import Entry, Lookup, make_etag
 from .errors import GatewayError, NotFound, UpstreamUnavailable
+from .events import EventsQuery
 from .fills import Filler
 from .fleet import FleetIndex, Query
 
@@ -53,6 +57,7 @@ class SiteService:
         filler: Filler,
         *,
         negative_ttl: float,
+        events_ttl: float = 30.0,
         account: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -63,6 +68,7 @@ class SiteService:
         self.ages = filler.ages
         self.account = account
         self._negative_ttl = negative_ttl
+        self._events_ttl = events_ttl
         self._monotonic = monotonic
         self._known: Known | None = None
         self._list_retry_at = -1e18
@@ -95,6 +101,15 @@ class SiteService:
             )
         return fill
 
+    def events_fill(self, site_id: str, query: EventsQuery) -> Fill:
+        key = self.keys.events(site_id, query.digest)
+        return Fill(
+            f"events:{site_id}:{query.digest}",
+            key,
+            lambda: self.filler.fill_events(site_id, query, key),
+            fresh_ttl=self._events_ttl,
+        )
+
     # -- what the routes ask for ----------------------------------------------------------
 
     async def sites(self) -> Served:
@@ -114,6 +129,16 @@ class SiteService:
         )
         self.ages.saw(site_id, served.entry.stored_at)
         return served
+
+    async def events(self, site_id: str, query: EventsQuery) -> Served:
+        """A site's charging events for one canonical query, behind the known-id gate."""
+        fill = self.events_fill(site_id, query)
+        return await self.engine.serve(
+            fill.probe,
+            fill,
+            missing=f"site {site_id!r} not found",
+            admit=lambda: self._admit(site_id),
+        )
 
     async def connector(self, connector_id: str) -> Served:
         missing = f"connector {connector_id!r} not found"
@@ -192,6 +217,20 @@ class SiteService:
             self._known = known
         return known
 
+    async def held_known(self) -> Known | None:
+        """The known ids as held, without waiting on upstream; a list past its freshness is
+        refreshed in the background (the fleet-wide facade asks on every request)."""
+        known = await self.known_ids()
+        if known is not None and self._list_age_s(known.stored_at) > self.cache.fresh_ttl:
+            self.engine.refresh(self.fleet_fill())
+        return known
+
+    async def gate(self, site_id: str) -> Outcome | None:
+        """Whether this account lists `site_id`, by the known-id gate's rules: returns when
+        it does (the outcome of a list refresh it needed, if any), raises `NotFound` when
+        it does not, and an upstream error when the list could not be had."""
+        return await self._admit(site_id)
+
     async def _admit(self, site_id: str) -> Outcome | None:
         """Let a known id's miss go upstream; refuse an unknown one (after at most one
         list refresh, whose outcome is returned: it may have stored the site)."""
@@ -253,7 +292,8 @@ class SiteService:
         keys = self.keys
         self._index = None
         self.ages.stored_at.pop(site_id, None)
-        return await self.cache.delete([*keys.site_family(site_id), keys.sites(), keys.fleet()])
+        dropped = await self.cache.delete([*keys.site_family(site_id), keys.sites(), keys.fleet()])
+        return dropped + await self.cache.delete_prefix(keys.site_events(site_id))
 
     def _forget(self) -> None:
         self._index = None

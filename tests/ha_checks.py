@@ -172,6 +172,7 @@ async def check_every_endpoint_is_cached(
         "/connectors?limit=50",
         f"/connectors/{connector_id}",
         "/sites/site-0001",
+        "/sites/site-0002/charging-events?from=2025-01-02T00:00:00%2B01:00&take=20",
     ]
     bodies = {}
     for path in paths:

@@ -68,13 +68,14 @@ _COUNTERS = ("http_requests", "cache_lookups", "coalesced_requests", "upstream_r
              "redis_errors", "normalization_issues")  # fmt: skip
 _HISTOGRAMS = ("http_request_duration_seconds", "upstream_request_duration_seconds")
 _GAUGES = ("upstream_circuit_open", "site_data_age_seconds", "sites_cached", "connectors_cached",
-           "upstream_rate_limit", "upstream_rate_tokens_available", "redis_up")  # fmt: skip
+           "upstream_rate_limit", "upstream_rate_tokens_available", "redis_up",
+           "site_connectors", "site_v2g_connectors", "site_oversubscription_ratio")  # fmt: skip
 GATEWAY_METRICS = frozenset(
     [f"gateway_{name}_total" for name in _COUNTERS] + [f"gateway_{name}" for name in _GAUGES]
     + [f"gateway_{name}{s}" for name in _HISTOGRAMS for s in ("_bucket", "_sum", "_count")]
 )  # fmt: skip
 METRIC_LABELS = frozenset({"route", "method", "status", "result", "endpoint", "outcome",
-                           "operation", "field", "site_id", "le"})  # fmt: skip
+                           "operation", "field", "site_id", "account", "le"})  # fmt: skip
 # Target labels added by the scrape configs and the ServiceMonitor.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service"})
 

@@ -127,7 +127,8 @@ async def test_every_endpoint_is_cached_across_the_cluster(
     # Hash tags: one site's entries share a slot (and node); the sites spread over nodes.
     keys = Keys(settings_for(await make_simulator()).accounts[0].namespace)
     for site_id in ("site-0001", "site-0002", "odd {id}/x"):
-        assert len(cluster.ports_for(keys.site_family(site_id))) == 1
+        family = [*keys.site_family(site_id), keys.events(site_id, "0" * 32)]
+        assert len(cluster.ports_for(family)) == 1
     ports = cluster.ports_for([keys.site(f"site-{n:04d}") for n in range(1, 13)])
     assert len(ports) > 1
 
