@@ -120,7 +120,9 @@ class Cache:
                     return self._from_tier(key, ready, fresh_ttl)
             raw = await self._read(key, header=meta_only)
         except CacheUnavailable:  # counted by the store: serve what this process holds
-            return self._from_tier(key, ready, fresh_ttl) if ready is not None else None
+            if ready is None or ready.partial:
+                return None  # metadata of a body only Redis has is no answer while it is down
+            return self._from_tier(key, ready, fresh_ttl)
         entry = Entry.decode(raw) if raw is not None else None
         if entry is None:
             self.tier.drop([key])
@@ -210,21 +212,28 @@ class Cache:
             return
         self._sequence += 1
         generation = self._invalidations.generation if self._invalidations else 0
-        if self.shared is None:
-            partial = ()  # without Redis the tier is the only copy
         for key, entry in entries.items():
-            part = key in partial
-            kept = Entry(b"", entry.stored_at, entry.etag) if part else entry
-            self.tier.put(
-                key, kept, expires=entry.stored_at + ttl, generation=generation, partial=part
-            )
+            self.tier.put(key, entry, expires=entry.stored_at + ttl, generation=generation)
         if self.shared is None:
-            return
-        # A failed shared write is counted by the store; the tier still has the entries.
-        with contextlib.suppress(CacheUnavailable):
+            return  # without Redis the tier is the only copy
+        try:
             pairs = list(entries.items())
             for chunk in chunks(pairs, lambda pair: pair[1].size):
                 await self.shared.set_many([(key, e.encode()) for key, e in chunk], ttl)
+        except CacheUnavailable:
+            return  # counted by the store; the tier keeps the whole entries meanwhile
+        # In Redis now: keys in `partial` keep only their metadata here.
+        for key in partial:
+            stored = entries.get(key)
+            if stored is not None:
+                self.tier.put(
+                    key,
+                    Entry(b"", stored.stored_at, stored.etag, stored.negative),
+                    expires=stored.stored_at + ttl,
+                    generation=generation,
+                    partial=True,
+                )
+        with contextlib.suppress(CacheUnavailable):
             await self._publish(entries)
 
     async def _publish(self, keys: Iterable[str]) -> None:

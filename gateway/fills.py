@@ -21,6 +21,8 @@ and the raw list is released as it goes, so the peak holds one raw fleet, not th
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import threading
@@ -153,6 +155,16 @@ def _list_body(elements: Any) -> bytes:
     return b'{"data":[' + b",".join(elements) + b"]}"
 
 
+def release_memory() -> None:
+    """Hand the memory a big fill freed back to the system (glibc keeps freed arenas
+    otherwise, and the process's RSS stays at the fill's peak).  A no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return
+
+
 def _paused_gc(work: Callable[[], FleetBuilt]) -> FleetBuilt:
     global _gc_pauses
     with _gc_lock:
@@ -230,7 +242,11 @@ class Filler:
             built = work()
         if built.duplicates:
             self._metrics.duplicate_connectors.labels("fleet").inc(built.duplicates)
+        # The compact fleet is kept decoded by the service; the sites' own entries go to Redis
+        # and are loaded into this process's tier when asked for (a fleet of 500 sites would
+        # otherwise park 100+ MiB here that another replica may be the one to serve).
         partial = {self._keys.fleet()}
+        partial.update(key for site_id in built.site_ids for key in self._keys.site_family(site_id))
         known = {self._keys.known(): built.bodies.pop(self._keys.known())}
         entries = await self._cache.put_many(
             built.bodies, stored_at=stored_at, partial=partial, variants=built.variants
@@ -242,6 +258,15 @@ class Filler:
         entries.update(await cache.put_many(known, stored_at=stored_at, lifetime=lifetime))
         self.ages.replace(built.site_ids, stored_at)
         self._gauges.fleet_stored(self._account, built.facts, built.connector_count)
+        if self._cache.shared is not None:
+            # Hand back the lists and the fleet (decoded next, by whoever waits); the sites'
+            # own entries are in Redis, and need not live on in this process.
+            partial.discard(self._keys.fleet())
+            entries = {key: entry for key, entry in entries.items() if key not in partial}
+        big = len(built.site_ids) > THREAD_THRESHOLD
+        del built
+        if big:
+            release_memory()
         return Filled(entries=entries)
 
     async def fill_events(self, site_id: str, query: EventsQuery, key: str) -> Filled:
