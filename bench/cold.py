@@ -219,8 +219,9 @@ def fleet_row(procs: Processes, plan: Plan) -> Row:
     sites = _upstream_sites(upstream)
     expected = {"sites": len(sites), "connectors": _count_connectors(sites)}
     del sites
+    # No fleet refresher: the first request must meet a cold cache, and its fill the CPU alone.
     settings = {"REDIS_URL": redis_url, "GATEWAY_SHUTDOWN_DELAY": "0",
-                "GATEWAY_LOG_LEVEL": plan.log_level}  # fmt: skip
+                "GATEWAY_REFRESH_SHARE": "0", "GATEWAY_LOG_LEVEL": plan.log_level}  # fmt: skip
     gateway, base = start_gateway(procs, "gateway-fleet", upstream_port=upstream,
                                   settings=settings, cpus=plan.cpus.server,
                                   source=plan.source)  # fmt: skip

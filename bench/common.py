@@ -42,9 +42,14 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def percentile_ms(sorted_values: list[float], fraction: float) -> float:
-    """The `fraction` percentile of sorted seconds, in milliseconds (0 when empty)."""
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The `fraction` percentile (nearest rank) of sorted values, unrounded (0 when empty)."""
     if not sorted_values:
         return 0.0
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
-    return round(sorted_values[index] * 1000, 3)
+    return sorted_values[index]
+
+
+def percentile_ms(sorted_values: list[float], fraction: float) -> float:
+    """The `fraction` percentile of sorted seconds, in milliseconds (0 when empty)."""
+    return round(percentile(sorted_values, fraction) * 1000, 3)

@@ -23,5 +23,6 @@ def gateway_settings(simulator_url: str, **overrides: Any) -> Settings:
         port=0,
         cache_ttl=3600.0,
         upstream_rps=1000.0,
+        refresh_share=0.0,  # no fleet refresher competing with what is measured
     )
     return dataclasses.replace(base, **overrides)

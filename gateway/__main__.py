@@ -3,10 +3,12 @@
 Start-up either serves fully configured or exits 2 with one line naming the bad setting.
 `--demo` needs no settings: it starts the ChargePilot simulator on a free loopback port in
 the same event loop and points the gateway at it (`--demo-accounts 2`: two simulators, an
-EU and a US account served as one fleet: `demo.py`).  With `GATEWAY_WORKERS > 1` this process
-becomes a supervisor (`supervisor.py`).  A worker (or the single process) raises its file
-limit, serves through the hardened edge server (`server.py`), re-reads tokens on SIGHUP
-and drains on SIGTERM/SIGINT (`lifecycle.py`), then exits 0.
+EU and a US account served as one fleet: `demo.py`); the simulator changes a site every
+`DEMO_CHANGE_INTERVAL` seconds, so `/changes` shows events within a minute.  With
+`GATEWAY_WORKERS > 1` this process becomes a supervisor (`supervisor.py`).  A worker (or
+the single process) raises its file limit, serves through the hardened edge server
+(`server.py`), re-reads tokens on SIGHUP and drains on SIGTERM/SIGINT (`lifecycle.py`),
+then exits 0.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .settings_specs import help_text
 from .supervisor import WORKER_ENV, cannot_listen, supervise
 
 log = logging.getLogger("gateway")
+DEMO_CHANGE_INTERVAL = 10.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -146,9 +149,11 @@ async def serve(
             ).start()
         log.info("gateway listening", extra={"listen": listen, "url": settings.base_url})
         if settings.demo:
+            local = listen.replace("0.0.0.0", "localhost")
             print(
-                f"chargepilot-gateway demo: try  curl {listen.replace('0.0.0.0', 'localhost')}"
-                "/sites",
+                f"chargepilot-gateway demo: try  curl {local}/sites\n"
+                f"  and watch the sites change:  curl -N -H 'Accept: text/event-stream' "
+                f"{local}/changes",
                 file=sys.stderr,
                 flush=True,
             )
@@ -200,7 +205,9 @@ def _bound_port(runner: web.AppRunner) -> int:
 async def _start_simulator(settings: Settings, runners: list[web.AppRunner]) -> Settings:
     from .simulator import SimulatorConfig, create_simulator_app
 
-    config = SimulatorConfig(latency=0.05, latency_jitter=0.05)
+    config = SimulatorConfig(
+        latency=0.05, latency_jitter=0.05, change_interval=DEMO_CHANGE_INTERVAL
+    )
     runner = web.AppRunner(create_simulator_app(config), access_log=None)
     await runner.setup()
     runners.append(runner)

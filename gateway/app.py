@@ -10,6 +10,9 @@ Wiring (per account: `wiring.account_stack`):
                                      ↘ Filler → Upstream → Shield (rate, pause) → Circuit
     Invalidations (pub/sub, every account's channel) → every Cache.invalidated
     RedisCoordinator (fetch locks)
+
+The change feed of each account (`changefeed.py`: change log, recorder, /changes,
+refresher) hangs off its cache and fills (`wiring.account_stack`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from . import __version__
 from .access import AccessLog, Accounting
 from .app_keys import CURSORS, FLEET, METRICS, READINESS, SERVICE, SETTINGS, TRACING
 from .cache import Cache
+from .changefeed import CHANGE_FEEDS, FeedTuning
 from .cursors import Cursors
 from .errors import CacheUnavailable
 from .fleetwide import Fleetwide
@@ -45,6 +49,7 @@ from .tier import Tier
 from .wiring import Shared, account_stack, overall
 
 log = logging.getLogger("gateway.app")
+TUNING = web.AppKey("feed_tuning", FeedTuning)
 
 
 class RedisHealth:
@@ -64,7 +69,9 @@ class RedisHealth:
             self.up = ok
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, tuning: FeedTuning | None = None
+) -> web.Application:
     metrics = metrics or Metrics(account_label=settings.multi_account)
     auth = Auth(settings.client_tokens, settings.admin_token)
     drain = Drain()
@@ -90,6 +97,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[AUTH] = auth
     app[DRAIN] = drain
     app[TRACING] = tracing
+    app[TUNING] = tuning or FeedTuning()
     app.cleanup_ctx.append(_resources)
     add_routes(app, with_metrics=settings.metrics_port is None)
     return app
@@ -150,7 +158,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=True,
     )
     shared = Shared(
-        settings, metrics, tier, redis, invalidations, session, FleetGauges(metrics), tracing
+        settings,
+        metrics,
+        tier,
+        redis,
+        invalidations,
+        session,
+        FleetGauges(metrics),
+        tracing,
+        app[TUNING],
     )
     stacks = [account_stack(shared, account) for account in settings.accounts]
     caches.extend(stack.service.cache for stack in stacks)
@@ -159,6 +175,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[FLEET] = fleet
     app[SERVICE] = stacks[0].service
     keys = stacks[0].service.keys
+    app[CHANGE_FEEDS] = {stack.name: stack.feed for stack in stacks}
     app[CURSORS] = Cursors(await _cursor_key(settings, redis, keys))
     listener = asyncio.create_task(invalidations.run()) if invalidations is not None else None
     drain = app[DRAIN]
@@ -187,6 +204,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
     async def on_shutdown(_: web.Application) -> None:
         drain.begin()
+        for stack in stacks:  # change feed: open streams end, the server need not wait
+            stack.feed.end_streams()
 
     app.on_shutdown.append(on_shutdown)
     try:
@@ -196,6 +215,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if listener is not None:
             listener.cancel()
             await asyncio.wait([listener], timeout=2)  # a shutdown never waits on Redis
+        for stack in stacks:
+            await stack.feed.close()
         await fleet.close()
         await session.close()
         if redis is not None:

@@ -9,7 +9,9 @@
     ├── NotAcceptable             406  Accept-Encoding refuses every coding the gateway has
     ├── Conflict                  409  an id listed by several accounts
     ├── TooManyRequests           429  a client over its quota, with Retry-After
-    ├── StoreUnavailable          503  an admin action needs Redis and Redis does not answer
+    ├── StoreUnavailable          503  an admin action (or the change feed) needs Redis and
+    │                                  Redis does not answer
+    ├── TooManyStreams            503  GATEWAY_MAX_STREAMS change streams are open already
     ├── HeaderFieldsTooLarge      431  a request head with a header field too long, or too many
     ├── ClientClosedRequest       499  the client left before the answer (logged, never sent)
     └── UpstreamError             502  upstream answered unusably
@@ -92,6 +94,10 @@ class Conflict(GatewayError):
 
 class StoreUnavailable(GatewayError):
     status, title, slug = 503, "Service Unavailable", "cache-unavailable"
+
+
+class TooManyStreams(GatewayError):
+    status, title, slug = 503, "Service Unavailable", "too-many-streams"
 
 
 class TooManyRequests(GatewayError):

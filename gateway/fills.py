@@ -11,6 +11,10 @@ unknown ids from reaching upstream) and the fleet's connectors in their compact 
 (`fleet.encode_fleet`).  Every JSON body is serialized once: lists are the `b","`-joins of
 their elements' bytes.
 
+Both kinds of fill report what they store to the change recorder (`recorder.py`): before
+the cache write it reads what was recorded and diffs what changed, after it appends the
+events; a site fill's 404 is a deletion when the fleet list no longer holds the site.
+
 Normalizing a large fleet is CPU work: it runs in a worker thread (the event loop keeps
 answering hits), with the garbage collector paused — the fill allocates millions of
 short-lived containers that reference counting frees anyway, and full collections over
@@ -35,6 +39,7 @@ import orjson
 from .cache import Cache
 from .encodings import variants
 from .engine import Filled
+from .entry import make_etag
 from .errors import BadUpstreamPayload
 from .events import EventsQuery, events_body
 from .flatten import duplicate_connector_ids, flatten_connectors, flatten_nodes
@@ -44,6 +49,7 @@ from .jsonutil import dumps
 from .keys import Keys
 from .metrics import Metrics
 from .normalize import SiteShapeError, normalize_site
+from .recorder import ChangeRecorder
 from .upstream import Upstream
 
 log = logging.getLogger("gateway.fills")
@@ -78,6 +84,7 @@ class FleetBuilt:
     duplicates: int  # connector ids seen more than once
     variants: dict[str, dict[str, bytes]]  # content codings built at fill time
     facts: dict[str, SiteFacts] = field(default_factory=dict)  # for the fleet gauges
+    etags: dict[str, str] = field(default_factory=dict)  # site id -> its body's ETag
 
 
 def build_site(
@@ -137,7 +144,10 @@ def build_fleet(
             "duplicate connector ids",
             extra={"scope": "fleet", "count": len(duplicates), "sample": duplicates[:5]},
         )
-    return FleetBuilt(bodies, site_ids, len(records), site_bodies, len(duplicates), codings, facts)
+    etags = {site_id: make_etag(body) for site_id, body in site_bodies.items()}
+    return FleetBuilt(
+        bodies, site_ids, len(records), site_bodies, len(duplicates), codings, facts, etags
+    )
 
 
 def with_account(site: dict[str, Any], account: str | None) -> dict[str, Any]:
@@ -190,6 +200,7 @@ class Filler:
         account: str | None = None,
         gauges: FleetGauges | None = None,
         events_ttl: float | None = None,
+        changes: ChangeRecorder | None = None,
     ) -> None:
         self._cache = cache
         self._keys = cache.keys
@@ -199,6 +210,7 @@ class Filler:
         self._account = account
         self._gauges = gauges or FleetGauges(metrics)
         self._events_ttl = events_ttl
+        self.changes = changes
 
     def _issue(self, field_name: str) -> None:
         self._metrics.normalization_issues.labels(field_name).inc()
@@ -211,6 +223,8 @@ class Filler:
             await self._cache.put_negative(family, stored_at=stored_at)
             self.ages.stored_at.pop(site_id, None)
             self._gauges.site_gone(self._account, site_id)
+            if self.changes is not None:
+                await self.changes.deleted(site_id, stored_at)
             return Filled(negative=set(family))
         try:
             site = with_account(normalize_site(raw, self._issue), self._account)
@@ -221,11 +235,19 @@ class Filler:
         duplicates = duplicate_connector_ids(connector for connector, _ in pairs)
         if duplicates:
             self._metrics.duplicate_connectors.labels("site").inc(len(duplicates))
+        pending = None
+        if self.changes is not None:
+            stored_id = str(site["id"])  # the key build_site wrote, whatever was asked
+            body = bodies[self._keys.site(stored_id)]
+            stored = {stored_id: (make_etag(body), body, site)}
+            pending = await self.changes.prepare(stored, stored_at, fleet=False)
         # Compressed once here, for every replica: a site's three bodies take about a ms.
         codings = {key: variants(body) for key, body in bodies.items()}
         entries = await self._cache.put_many(bodies, stored_at=stored_at, variants=codings)
         self.ages.saw(site_id, stored_at)
         self._gauges.site_stored(self._account, site_id, site_facts(site))
+        if self.changes is not None:
+            await self.changes.commit(pending)
         return Filled(entries=entries)
 
     async def fill_fleet(self) -> Filled:
@@ -242,6 +264,12 @@ class Filler:
             built = work()
         if built.duplicates:
             self._metrics.duplicate_connectors.labels("fleet").inc(built.duplicates)
+        pending = None
+        if self.changes is not None:
+            stored = {
+                site_id: (built.etags[site_id], body, None) for site_id, body in built.sites.items()
+            }
+            pending = await self.changes.prepare(stored, stored_at, fleet=True)
         # The compact fleet is kept decoded by the service; the sites' own entries go to Redis
         # and are loaded into this process's tier when asked for (a fleet of 500 sites would
         # otherwise park 100+ MiB here that another replica may be the one to serve).
@@ -258,6 +286,8 @@ class Filler:
         entries.update(await cache.put_many(known, stored_at=stored_at, lifetime=lifetime))
         self.ages.replace(built.site_ids, stored_at)
         self._gauges.fleet_stored(self._account, built.facts, built.connector_count)
+        if self.changes is not None:
+            await self.changes.commit(pending)
         if self._cache.shared is not None:
             # Hand back the lists and the fleet (decoded next, by whoever waits); the sites'
             # own entries are in Redis, and need not live on in this process.

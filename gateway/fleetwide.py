@@ -213,6 +213,15 @@ class Fleetwide:
     async def purge_site(self, site_id: str) -> int:
         return sum([await service.purge_site(site_id) for service in self.services.values()])
 
+    async def listed_ages(self) -> dict[str, float]:
+        """When each site of the current fleet lists was stored (a site the list dropped is
+        no longer reported); a site of several accounts: the oldest."""
+        merged: dict[str, float] = {}
+        for service in self.services.values():
+            for site_id, stored_at in (await service.listed_ages()).items():
+                merged[site_id] = min(stored_at, merged.get(site_id, stored_at))
+        return merged
+
     def site_ages(self) -> Mapping[str, float]:
         """When each known site's data was stored; a site of several accounts: the oldest."""
         if not self.multi:

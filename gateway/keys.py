@@ -14,7 +14,9 @@ see each other's entries, locks, rate budget, pauses or invalidations:
     cpgw:v2:<ns>:lock:<fill>                    a cross-replica fetch lock
     cpgw:v2:{<ns>}:bucket, cpgw:v2:{<ns>}:pause the shared rate budget and Retry-After pause
                                                 (one slot, for their Lua script)
-    cpgw:v2:{<ns>:changes}:stream / :etags      the change feed (one slot, for its Lua script)
+    cpgw:v2:{<ns>:changes}:stream / :etags      the change feed: events, each site's recorded
+    cpgw:v2:{<ns>:changes}:ages / :floor        ETag and fetch time, its floor (one slot,
+                                                for its Lua scripts)
     cpgw:v2:<ns>:invalidate                     pub/sub channel: entries replaced or purged
     cpgw:v2:<ns>:lease:refresher, :cursor-key   the refresher lease, the shared cursor key
 
@@ -59,6 +61,8 @@ class Keys:
         changes = f"cpgw:{FORMAT}:{{{namespace}:changes}}:"
         self.changes_stream = changes + "stream"
         self.changes_etags = changes + "etags"
+        self.changes_ages = changes + "ages"
+        self.changes_floor = changes + "floor"
 
     def sites(self) -> str:
         return self.entries_prefix + "sites"

@@ -196,6 +196,43 @@ class Metrics:
             ["reason"],
             registry=reg,
         )
+        self.changes = Counter(
+            "gateway_changes_total",
+            "Change events this process appended to the change feed",
+            ["kind"],
+            registry=reg,
+        )
+        self.refresh_lag = Gauge(
+            "gateway_fleet_refresh_lag_seconds",
+            "Age of the oldest listed site's data",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.refresh_period = Gauge(
+            "gateway_fleet_refresh_period_seconds",
+            "How often the fleet refresher can refresh every listed site and the list, at its "
+            "share of the upstream budget (absent while the refresher is off)",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.refresher_leader = Gauge(
+            "gateway_fleet_refresher_leader",
+            "1 while this process holds the refresher lease",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.fleet_refreshes = Counter(
+            "gateway_fleet_refreshes_total",
+            "Refresher fetches: target list or site; outcome ok, or failed (see the log)",
+            ["target", "outcome"],
+            registry=reg,
+        )
+        self.change_streams = Gauge(
+            "gateway_change_streams",
+            "Open /changes event streams",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
 
         self.build_info = Gauge(
             "gateway_build_info",
@@ -213,6 +250,8 @@ class Metrics:
         first one; `labels` is the account's leading labels (empty with one account)."""
         for endpoint in ("/sites", "/sites/{id}"):
             self.upstream_requests.labels(*labels, endpoint, "429")
+        for kind in ("site.created", "site.updated", "site.deleted"):
+            self.changes.labels(kind)
 
     def report_site_ages(self, stored_at: Mapping[str, float], now: float) -> None:
         """Set the data-age gauge of every known site; drop the series of sites gone."""

@@ -14,6 +14,7 @@ from typing import Any
 from . import __version__
 from .fleet import DEFAULT_LIMIT, MAX_LIMIT
 from .ids import MAX_ID_LENGTH
+from .openapi_changes import CHANGE_EVENT, changes_path
 from .openapi_schemas import events_parameters, schemas
 from .settings import Settings
 
@@ -240,6 +241,7 @@ def document(settings: Settings) -> dict[str, Any]:
             {"200": _plain_json({"type": "object"}, "OpenAPI 3.1")},
             security=[],
         ),
+        "/changes": _changes(changes_path(_PROBLEM), account, clients),
         "/admin/purge": {
             "post": {
                 "operationId": "purge",
@@ -293,6 +295,7 @@ def document(settings: Settings) -> dict[str, Any]:
             {"name": "sites", "description": "Sites and their fuse trees"},
             {"name": "connectors", "description": "Connectors, flattened"},
             {"name": "events", "description": "Charging events, passed through and cached"},
+            {"name": "changes", "description": "What changed upstream, site by site"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
             {"name": "admin", "description": "Cache administration"},
         ],
@@ -312,10 +315,33 @@ def document(settings: Settings) -> dict[str, Any]:
                     },
                 }
             },
-            "schemas": schemas(),
+            "schemas": {**schemas(), "ChangeEvent": CHANGE_EVENT},
         },
     }
 
 
 def _plain_json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _changes(item: dict[str, Any], account: dict[str, Any], security: list[Any] | None) -> Any:
+    """/changes as `_operations` describes every route.  Only the JSON pages are described
+    as content: the event stream (`Accept: text/event-stream`) never ends, so no schema
+    checker could read it; its format is in the description."""
+    get = item["get"]
+    ok = get["responses"]["200"]
+    ok["content"] = {"application/json": ok["content"]["application/json"]}
+    ok["description"] += (
+        "; with Accept: text/event-stream, Server-Sent Events instead: id (the event id), "
+        "event (site.created, site.updated, site.deleted, or reset first when the position is "
+        "older than what is kept), data (the ChangeEvent); a comment line every 15 s"
+    )
+    responses = {**get["responses"], "406": _PROBLEM}
+    return _operations(
+        "listChanges",
+        "changes",
+        get["summary"],
+        responses,
+        params=[*get["parameters"], account],
+        security=security,
+    )

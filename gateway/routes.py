@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from .app_keys import CURSORS, FLEET, METRICS, READINESS, SETTINGS
+from .changefeed import CHANGE_FEEDS, report_feeds
 from .cursors import parse_query
 from .errors import BadRequest, CacheUnavailable, StoreUnavailable
 from .events import parse_events_query
@@ -75,6 +76,22 @@ async def get_connector(request: web.Request) -> web.Response:
     return respond(request, await request.app[FLEET].connector(connector_id, account))
 
 
+async def list_changes(request: web.Request) -> web.StreamResponse:
+    """The change feed; with several accounts each has its own, named by `?account=`."""
+    feeds = request.app[CHANGE_FEEDS]
+    name = request.query.get("account")
+    if name is None:
+        if len(feeds) > 1:
+            raise BadRequest(
+                "several accounts: name one with ?account= (" + ", ".join(sorted(feeds)) + ")"
+            )
+        return await next(iter(feeds.values())).handle(request)
+    feed = feeds.get(name)
+    if feed is None:
+        raise BadRequest(f"unknown account {name!r}; accounts: " + ", ".join(sorted(feeds)))
+    return await feed.handle(request)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"}, dumps=_dumps)
 
@@ -90,7 +107,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def metrics_view(app: web.Application, request: web.Request) -> web.Response:
     app_metrics = app[METRICS]
-    app_metrics.report_site_ages(app[FLEET].site_ages(), time.time())
+    app_metrics.report_site_ages(await app[FLEET].listed_ages(), time.time())
+    feeds = app.get(CHANGE_FEEDS)
+    if feeds:
+        await report_feeds(feeds.values(), app_metrics)
     return web.Response(
         body=app_metrics.render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -141,6 +161,7 @@ def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     router.add_get("/sites/{id:[^/]+}", get_site, allow_head=True)
     router.add_get("/connectors", list_connectors, allow_head=True)
     router.add_get("/connectors/{id:[^/]+}", get_connector, allow_head=True)
+    router.add_get("/changes", list_changes, allow_head=True)
     router.add_get("/healthz", healthz, allow_head=True)
     router.add_get("/readyz", readyz, allow_head=True)
     if with_metrics:

@@ -279,6 +279,14 @@ class SiteService:
     def _list_age_s(self, stored_at: float) -> float:
         return self.cache.now() - stored_at
 
+    async def listed_ages(self) -> dict[str, float]:
+        """When each site's data was stored, for the sites the current fleet list holds (a
+        site the list dropped stops being reported at once, on every replica)."""
+        known = await self.known_ids()
+        if known is None:
+            return self.ages.stored_at
+        return {site: at for site, at in self.ages.stored_at.items() if site in known.ids}
+
     # -- purge ----------------------------------------------------------------------------
 
     async def purge_all(self) -> int:

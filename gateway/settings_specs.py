@@ -92,7 +92,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("GATEWAY_ADMIN_TOKEN", "unset: admin endpoints disabled",
          "bearer token for /admin/*", has_file=True),
     Spec("GATEWAY_CURSOR_SECRET", "unset: generated once and shared through Redis",
-         "key that signs /connectors and /changes cursors", has_file=True),
+         "key that signs /connectors cursors (/changes positions are event ids)", has_file=True),
     Spec("GATEWAY_MEMORY_CACHE_MB", "256",
          "bytes of the in-process tier (the whole cache without REDIS_URL)", "memory_cache_mb"),
     Spec("GATEWAY_MEMORY_CACHE_ENTRIES", "100000",

@@ -10,6 +10,13 @@ circuit breaker (`circuit.py`).
          matter) or learn how long until the next one;
       3. no token → wait, but never past the request's deadline → 503 with Retry-After.
 
+Background refreshes (the fleet refresher) have lower priority on the same bucket:
+`take_background(reserve)` takes a token only when `reserve` tokens stay in the bucket for
+client requests (the same Lua script, with the reserve as an argument), else says how long
+to wait.  The refresher takes its token first and then runs its fetch inside `prepaid()`:
+the fetch's first attempt is admitted on that token (the circuit is still asked), so a
+client request that joins the refresher's fetch never waits on the reserve.
+
 The bucket and pause keys are the account's (`Keys.bucket`, `Keys.pause`) and share one hash
 tag, so the script also works on Redis Cluster.
 When Redis fails, each replica falls back to a local bucket and local pause (counted in
@@ -22,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .circuit import Circuit, Health, Permit
 from .errors import CacheUnavailable, UpstreamUnavailable
@@ -40,6 +48,7 @@ local paused = redis.call('PTTL', KEYS[2])
 if paused > 0 then return {2, paused, 0} end
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local reserve = tonumber(ARGV[3] or '0')
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -49,11 +58,11 @@ if tokens == nil or at == nil then tokens = burst; at = now end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
 local result = 1
 local wait = 0
-if tokens >= 1 then
+if tokens >= 1 + reserve then
   tokens = tokens - 1
   result = 0
 else
-  wait = math.ceil((1 - tokens) * 1000 / rate)
+  wait = math.ceil((1 + reserve - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
@@ -67,6 +76,27 @@ return 1
 """
 
 
+class Prepaid:
+    """A token the refresher took already, for the first attempt of the fetch it runs."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = False
+
+
+_PREPAID: contextvars.ContextVar[Prepaid | None] = contextvars.ContextVar(
+    "gateway_prepaid", default=None
+)
+
+
+def client_reserve(rate: float, share: float) -> float:
+    """Tokens a background take leaves in the bucket: the clients' part of the burst, but
+    never the whole burst (a full bucket always lets the refresher through)."""
+    burst = max(1.0, rate)
+    return max(0.0, min(burst - 1.0, burst * (1.0 - share)))
+
+
 class LocalBucket:
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
@@ -75,15 +105,15 @@ class LocalBucket:
         self._at = clock()
         self._clock = clock
 
-    def take(self) -> float:
-        """0 when a token was taken, else seconds until one is available."""
+    def take(self, reserve: float = 0.0) -> float:
+        """0 when a token was taken (leaving `reserve`), else seconds until one is."""
         now = self._clock()
         self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
         self._at = now
-        if self.tokens >= 1:
+        if self.tokens >= 1 + reserve:
             self.tokens -= 1
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return (1 + reserve - self.tokens) / self.rate
 
 
 class Shield:
@@ -121,6 +151,10 @@ class Shield:
             raise UpstreamUnavailable(
                 "upstream circuit is open", retry_after=self.circuit.remaining() or 1
             )
+        prepaid = _PREPAID.get()
+        if prepaid is not None and not prepaid.used:
+            prepaid.used = True
+            return permit
         try:
             await self._wait_for_token(deadline)
         except BaseException:
@@ -140,7 +174,24 @@ class Shield:
                 raise UpstreamUnavailable("upstream rate budget is spent", retry_after=wait)
             await asyncio.sleep(wait)
 
-    async def _take(self) -> tuple[bool, float]:
+    async def take_background(self, reserve: float) -> float:
+        """Take a token for a background fetch if `reserve` tokens stay for clients: 0 when
+        taken, else seconds to wait (also while paused or the circuit holds back)."""
+        if self.circuit.holding_back():
+            return max(0.05, self.circuit.remaining())
+        paused, wait = await self._take(reserve)
+        return max(wait, 0.001) if paused else wait
+
+    @contextlib.contextmanager
+    def prepaid(self) -> Iterator[None]:
+        """Fetches started inside admit their first attempt on a token taken already."""
+        token = _PREPAID.set(Prepaid())
+        try:
+            yield
+        finally:
+            _PREPAID.reset(token)
+
+    async def _take(self, reserve: float = 0.0) -> tuple[bool, float]:
         """(paused, seconds to wait); shared through Redis when it answers."""
         if self._redis is not None:
             try:
@@ -153,6 +204,7 @@ class Shield:
                         self._pause_key,
                         self._rate,
                         max(1.0, self._rate),
+                        reserve,
                     ),
                 )
             except CacheUnavailable:
@@ -166,7 +218,7 @@ class Shield:
         left = self._paused_until - self._clock()
         if left > 0:
             return True, left
-        wait = self._local.take()
+        wait = self._local.take(reserve)
         self._metrics.rate_tokens.set(self._local.tokens)
         return False, wait
 

@@ -13,13 +13,14 @@ site and connector.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from .accounts import Account
 from .cache import Cache
+from .changefeed import ChangeFeed, FeedTuning, open_change_feed
 from .circuit import Circuit
 from .engine import FillEngine
 from .fills import Filler, SiteAges
@@ -55,6 +56,7 @@ class Shared:
     session: aiohttp.ClientSession
     gauges: FleetGauges
     tracing: Tracing | None = None
+    tuning: FeedTuning = field(default_factory=FeedTuning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class Stack:
     service: SiteService
     circuit: Circuit
     shield: Shield
+    feed: ChangeFeed
 
     def health(self) -> dict[str, Any]:
         return {"circuit": self.circuit.state, "available": self.shield.available()}
@@ -111,6 +114,8 @@ def account_stack(shared: Shared, account: Account) -> Stack:
         upstream_available=shield.available,
         refresh_ahead=settings.refresh_ahead,
     )
+    # The account's change feed: its recorder hooks into the fills; it starts with the service.
+    feed = open_change_feed(settings, account, cache, redis, metrics, tuning=shared.tuning)
     filler = Filler(
         cache,
         upstream,
@@ -119,6 +124,7 @@ def account_stack(shared: Shared, account: Account) -> Stack:
         account=account.name if settings.multi_account else None,
         gauges=shared.gauges,
         events_ttl=settings.events_ttl,
+        changes=feed.recorder,
     )
     service = SiteService(
         engine,
@@ -127,7 +133,8 @@ def account_stack(shared: Shared, account: Account) -> Stack:
         events_ttl=settings.events_ttl,
         account=account.name,
     )
-    return Stack(account.name, service, circuit, shield)
+    feed.start(service, shield)
+    return Stack(account.name, service, circuit, shield, feed)
 
 
 def overall(upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:

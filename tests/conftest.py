@@ -176,6 +176,8 @@ def settings_for(sim: Simulator, **overrides: Any) -> Settings:
         upstream_timeout=2.0,
         upstream_rps=1000.0,
         redis_timeout=0.3,
+        # Tests count upstream calls: the fleet refresher runs only where a test asks for it.
+        refresh_share=0.0,
     )
     return dataclasses.replace(base, **overrides)
 

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from gateway.app_keys import SERVICE
+from gateway.changelog import EventId
 from gateway.circuit import Circuit
 from gateway.errors import UpstreamUnavailable
 from gateway.keys import Keys
@@ -324,3 +325,36 @@ async def check_invalidation(
 async def _listening(gw: Any) -> bool:
     invalidations = gw.app[SERVICE].cache._invalidations
     return bool(invalidations is not None and invalidations.healthy)
+
+
+async def check_change_feed(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, deployment: Deployment
+) -> list[str]:
+    """Two gateways racing to store a changed site append one event (the compare-and-append
+    script), both serve it with the same id, and a stream on B sees an event A appends (the
+    blocking follower).  Returns the feed's keys."""
+    from tests.feedkit import SSE, events
+
+    sim = await make_simulator()
+    a, metrics_a = await _gateway(make_gateway, sim, deployment.url)
+    b, metrics_b = await _gateway(make_gateway, sim, deployment.url)
+    assert (await a.get("/sites")).status == 200  # the baseline
+    sim.state.mutate("limit", site_id="site-0003")
+    fillers = [gw.app[SERVICE].filler for gw in (a, b)]
+    await asyncio.gather(*(filler.fill_site("site-0003") for filler in fillers))
+    pages = [await (await gw.get("/changes?after=0")).json() for gw in (a, b)]
+    assert pages[0] == pages[1] and len(pages[0]["data"]) == 1
+    (event,) = pages[0]["data"]
+    assert event["kind"] == "site.updated" and event["changes"][0]["path"].endswith("/limit")
+    async with b.get("/changes", headers={**SSE, "Last-Event-ID": event["id"]}) as stream:
+        await asyncio.sleep(0.2)  # the stream now waits on B's follower
+        sim.state.mutate("renamed", site_id="site-0004")
+        await fillers[0].fill_site("site-0004")
+        (pushed,) = await events(stream, 1, timeout=3)
+    assert pushed.event == "site.updated" and pushed.json["site_id"] == "site-0004"
+    assert pushed.id is not None and EventId.parse(pushed.id) > EventId.parse(event["id"])
+    assert redis_errors(metrics_a) == redis_errors(metrics_b) == 0
+    keys = a.app[SERVICE].keys
+    feed_keys = [keys.changes_stream, keys.changes_etags, keys.changes_ages, keys.changes_floor]
+    assert set(feed_keys) <= deployment.stored_keys("cpgw:v2:{*")
+    return feed_keys

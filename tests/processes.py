@@ -20,9 +20,11 @@ def clean_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("CHARGEPILOT_", "GATEWAY_", "REDIS_", "PROMETHEUS_MULTIPROC"))
     }
-    # Stopping a test's gateway should not wait out the load-balancer delay (5 s); the tests
-    # of that delay set it themselves.
+    # Stopping a test's gateway should not wait out the load-balancer delay (5 s), and most
+    # tests count upstream calls, which the fleet refresher would add to: the tests of either
+    # set them themselves.
     env["GATEWAY_SHUTDOWN_DELAY"] = "0"
+    env["GATEWAY_REFRESH_SHARE"] = "0"
     env.update(extra)
     return env
 

@@ -65,17 +65,20 @@ SECRET_SETTINGS = frozenset({
 })  # fmt: skip
 
 _COUNTERS = ("http_requests", "cache_lookups", "coalesced_requests", "upstream_requests",
-             "redis_errors", "normalization_issues")  # fmt: skip
+             "redis_errors", "normalization_issues", "changes", "fleet_refreshes")  # fmt: skip
 _HISTOGRAMS = ("http_request_duration_seconds", "upstream_request_duration_seconds")
 _GAUGES = ("upstream_circuit_open", "site_data_age_seconds", "sites_cached", "connectors_cached",
            "upstream_rate_limit", "upstream_rate_tokens_available", "redis_up",
-           "site_connectors", "site_v2g_connectors", "site_oversubscription_ratio")  # fmt: skip
+           "site_connectors", "site_v2g_connectors", "site_oversubscription_ratio",
+           "fleet_refresh_lag_seconds", "fleet_refresh_period_seconds", "fleet_refresher_leader",
+           "change_streams")  # fmt: skip
 GATEWAY_METRICS = frozenset(
     [f"gateway_{name}_total" for name in _COUNTERS] + [f"gateway_{name}" for name in _GAUGES]
     + [f"gateway_{name}{s}" for name in _HISTOGRAMS for s in ("_bucket", "_sum", "_count")]
 )  # fmt: skip
 METRIC_LABELS = frozenset({"route", "method", "status", "result", "endpoint", "outcome",
-                           "operation", "field", "site_id", "account", "le"})  # fmt: skip
+                           "operation", "field", "site_id", "account", "le", "kind",
+                           "target"})  # fmt: skip
 # Target labels added by the scrape configs and the ServiceMonitor.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service"})
 

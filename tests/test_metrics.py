@@ -38,6 +38,8 @@ CONTRACT_METRICS = {
     "gateway_sites_cached": set(),
     "gateway_connectors_cached": set(),
     "gateway_upstream_rate_limit": set(),
+    "gateway_changes": {"kind"},
+    "gateway_fleet_refresh_lag_seconds": set(),
 }
 ROUTES = {
     "/sites",

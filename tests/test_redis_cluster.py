@@ -161,3 +161,10 @@ async def test_admin_purge_sweeps_every_node(
     make_simulator: MakeSim, make_gateway: GatewayFactory, cluster: ClusterSetup
 ) -> None:
     await ha_checks.check_purge(make_simulator, make_gateway, cluster)
+
+
+async def test_the_change_feed_across_the_cluster(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, cluster: ClusterSetup
+) -> None:
+    feed_keys = await ha_checks.check_change_feed(make_simulator, make_gateway, cluster)
+    assert len(cluster.ports_for(feed_keys)) == 1  # one slot: the scripts' keys together

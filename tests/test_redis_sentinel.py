@@ -144,6 +144,12 @@ async def test_retry_after_pause_holds_both_gateways(
     await ha_checks.check_shared_pause(make_simulator, make_gateway, sentinel)
 
 
+async def test_the_change_feed_through_the_master(
+    make_simulator: MakeSim, make_gateway: GatewayFactory, sentinel: SentinelSetup
+) -> None:
+    await ha_checks.check_change_feed(make_simulator, make_gateway, sentinel)
+
+
 async def test_the_tier_is_invalidated_through_the_master(
     make_simulator: MakeSim, make_gateway: GatewayFactory, sentinel: SentinelSetup
 ) -> None:

@@ -52,6 +52,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
             text=True,
             timeout=240,
             env=clean_env(),
+            cwd=tmp_path,  # its example cache stays out of the tree
         )
     report = result.stdout + result.stderr
     print(report[-4000:])
