@@ -19,24 +19,12 @@ from tests.conftest import (
     SIM_KEY,
     SIM_SECRET,
     GatewayFactory,
-    RedisProcess,
     Simulator,
     metric_value,
     settings_for,
 )
 
 MakeSim = Callable[..., Awaitable[Simulator]]
-CACHE_MODES = ["memory", "redis"]
-
-
-@pytest.fixture(params=CACHE_MODES)
-def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
-    if request.param == "memory":
-        return None
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    return redis_server.url
 
 
 async def test_sites_are_normalized_then_served_from_cache(

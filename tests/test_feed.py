@@ -29,16 +29,6 @@ from tests.feedkit import (
 MakeSim = Callable[..., Awaitable[Simulator]]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
-    if request.param == "memory":
-        return None
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    return redis_server.url
-
-
 async def site(client: TestClient, site_id: str) -> tuple[dict[str, Any], str]:
     # The identity representation: an event's etag is the site's own (uncompressed) ETag.
     response = await client.get(f"/sites/{site_id}", headers={"Accept-Encoding": "identity"})
