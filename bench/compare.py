@@ -1,10 +1,12 @@
 """One command for the whole comparison: the gateway against bare aiohttp and nginx
-proxy_cache on cache hits, the latency a miss adds, and the first fill of a large fleet.
+proxy_cache on cache hits, the latency a miss adds, and the first fill of a large fleet;
+on request, content codings and tracing on the hit path.
 
     python bench/compare.py                      # full run, prints one table (a few minutes)
     python bench/compare.py --quick --json       # smoke run, machine-readable
     python bench/compare.py --out bench/RESULTS.md --label 'after the redesign'
     python bench/compare.py --profile            # where a hit's time goes (py-spy)
+    python bench/compare.py --parts encodings,tracing   # gzip/br/zstd vs identity, tracing
 
 Everything is a real process on 127.0.0.1: the simulator (`python -m gateway.simulator`),
 the gateway (`python -m gateway`, configured by environment variables only), bare aiohttp
@@ -34,16 +36,19 @@ from types import FrameType
 from typing import Any
 
 import report
+from codings import encoding_rows
 from cold import fleet_row, miss_rows
 from hits import hit_rows
 from hotspots import markdown, profile
 from loadgen import run_seconds
 from model import QUICK, Plan, Row, add_ratios, markdown_table, text_table
 from procs import Cpus, Processes, stop_on_signals
+from traced import tracing_rows
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"wrk": "wrk", "nginx": "nginx-light", "redis-server": "redis-server"}
-PARTS = ("hits", "miss", "fleet")
+PARTS = ("hits", "miss", "fleet", "encodings", "tracing")
+DEFAULT_PARTS = "hits,miss,fleet"
 WHY = {
     "wrk": "the load generator (wrk -t1 -c64)",
     "nginx": "the nginx proxy_cache rows",
@@ -57,7 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--out", type=Path, help="(re)write this results file's section")
     parser.add_argument("--label", default="latest run", help="the section heading for --out")
-    parser.add_argument("--parts", default="hits,miss,fleet", help="which of hits,miss,fleet")
+    parser.add_argument("--parts", default=DEFAULT_PARTS,
+                        help=f"which of {','.join(PARTS)} (default {DEFAULT_PARTS})")  # fmt: skip
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--seconds", type=float, help="per measured load run (default 5)")
     parser.add_argument("--rounds", type=int, help="measured runs per row (default 3)")
@@ -151,6 +157,13 @@ def run_rows(procs: Processes, plan: Plan, parts: list[str]) -> list[Row]:
         print(f"bench: the {plan.fleet_sites} x {plan.fleet_connectors} fleet on Redis",
               file=sys.stderr, flush=True)  # fmt: skip
         rows.append(fleet_row(procs, plan))
+    if "encodings" in parts:
+        print("bench: content codings on hits (identity, gzip, br, zstd)", file=sys.stderr,
+              flush=True)  # fmt: skip
+        rows += encoding_rows(procs, plan)
+    if "tracing" in parts:
+        print("bench: tracing on hits (off, on, collector down)", file=sys.stderr, flush=True)
+        rows += tracing_rows(procs, plan)
     add_ratios(rows)
     return rows
 
