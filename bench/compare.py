@@ -162,7 +162,8 @@ def run_rows(procs: Processes, plan: Plan, parts: list[str]) -> list[Row]:
               flush=True)  # fmt: skip
         rows += encoding_rows(procs, plan)
     if "tracing" in parts:
-        print("bench: tracing on hits (off, on, collector down)", file=sys.stderr, flush=True)
+        print("bench: tracing on hits (off, on, sampled, collector down)", file=sys.stderr,
+              flush=True)  # fmt: skip
         rows += tracing_rows(procs, plan)
     add_ratios(rows)
     return rows

@@ -121,7 +121,7 @@ def test_quick_compare_falls_back_to_the_python_load_generator() -> None:
 
 CODINGS = ("identity", "gzip", "br", "zstd")
 ENCODING_KEYS = [f"encoding-1-{t}-{c}" for t in ("list", "site", "page") for c in CODINGS]
-TRACING_KEYS = ["tracing-1-off", "tracing-1-on", "tracing-1-down"]
+TRACING_KEYS = [f"tracing-1-{name}" for name in ("off", "on", "sampled", "down")]
 
 
 def test_quick_compare_measures_codings_and_tracing() -> None:
@@ -148,16 +148,22 @@ def test_quick_compare_measures_codings_and_tracing() -> None:
             assert ratios["req/s/identity"] > 0 and "identity" in row["ratio"]
     assert 15_000 <= rows["encoding-1-site-identity"]["body_bytes"] <= 30_000
 
-    off, on, down = (rows[key] for key in TRACING_KEYS)
-    assert off["body_bytes"] == on["body_bytes"] == down["body_bytes"]
-    assert "otlp_endpoint" not in off["details"] and on["ratios"]["req/s/off"] > 0
-    assert down["ratios"]["req/s/off"] > 0 and "spans_received" not in down["details"]
-    details = on["details"]
-    assert details["spans_expected"] >= on["requests"] > 0, "every request made a span"
-    assert 0 < details["spans_received"] <= details["spans_expected"]
-    assert details["spans_dropped"] == details["spans_expected"] - details["spans_received"]
-    assert details["sink"]["exports"] > 0 and details["sink"]["errors"] == 0
-    assert f"spans received {details['spans_received']:,}" in on["notes"]
-    for row in (off, on, down):
+    off, on, sampled, down = (rows[key] for key in TRACING_KEYS)
+    assert off["body_bytes"] == on["body_bytes"] == sampled["body_bytes"] == down["body_bytes"]
+    assert "otlp_endpoint" not in off["details"] and "spans_received" not in down["details"]
+    for row in (on, sampled, down):
+        assert row["ratios"]["req/s/off"] > 0 and row["ratio"].endswith(" off")
+    for row in (on, sampled):
+        details = row["details"]
+        assert details["spans_expected"] >= row["requests"] > 0, "a span per request"
+        assert 0 <= details["spans_received"] <= details["spans_expected"]
+        assert details["sink"]["errors"] == 0
+        assert f"spans received {details['spans_received']:,}" in row["notes"]
+    assert on["details"]["spans_received"] > 0 and on["details"]["sink"]["exports"] > 0
+    assert on["details"]["spans_dropped"] == (
+        on["details"]["spans_expected"] - on["details"]["spans_received"]
+    )
+    assert sampled["details"]["spans_received"] < sampled["details"]["spans_expected"]
+    for row in (off, on, sampled, down):
         assert row["details"]["log_bytes_during_runs"] > 0, "INFO: an access line per request"
         assert all(n > 0 for n in row["details"]["log_warnings"].values())

@@ -201,7 +201,7 @@ def test_ratios_of_codings_and_tracing_rows_are_their_own() -> None:
     codings.add_identity_ratios([identity, gzip_row], identity)
     off, on, down = (row(f"tracing-1-{name}", rps, cpu) for name, rps, cpu in
                      (("off", 100.0, 10.0), ("on", 80.0, 15.0), ("down", 50.0, None)))  # fmt: skip
-    traced.add_off_ratios({"off": off, "on": on, "down": down})
+    traced.add_off_ratios({"off": off, "on": on, "down": down})  # any number of configurations
     model.add_ratios([identity, gzip_row, off, on, down])  # leaves them as they are
 
     assert identity.ratios == {} and identity.ratio == ""
