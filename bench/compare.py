@@ -133,13 +133,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 log_level=args.log_level, **overrides)  # fmt: skip
 
 
-def load_description(plan: Plan) -> str:
+def load_description(plan: Plan, parts: Sequence[str]) -> str:
     tool = "wrk -t1" if plan.tool == "wrk" else "Python fallback (bench/loadgen.py), 1 process"
     seconds, warmup = (run_seconds(plan.tool, t) if t else 0 for t in (plan.seconds, plan.warmup))
-    return (f"{tool}, {plan.connections} connections, {plan.rounds} x {seconds:g} s per row "
-            f"after a {warmup:g} s warm-up, the median run kept; misses: aiohttp, one at "
-            f"a time, {plan.miss_samples} requests over {plan.miss_sites} sites of "
-            f"{plan.connectors_per_site} connectors")  # fmt: skip
+    text = (f"{tool}, {plan.connections} connections, {plan.rounds} x {seconds:g} s per row "
+            f"after a {warmup:g} s warm-up, the median run kept")  # fmt: skip
+    if {"encodings", "tracing"} & set(parts):
+        text += "; codings and tracing: the configurations' runs in turn"
+    if "miss" in parts:
+        text += (f"; misses: aiohttp, one at a time, {plan.miss_samples} requests over "
+                 f"{plan.miss_sites} sites of {plan.connectors_per_site} connectors")  # fmt: skip
+    return text
 
 
 def run_rows(procs: Processes, plan: Plan, parts: list[str]) -> list[Row]:
@@ -209,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": round(time.monotonic() - clock, 1),
         "machine": machine,
         "versions": versions,
-        "load": load_description(plan),
+        "load": load_description(plan, args.parts),
         "pinning": plan.cpus.describe(),
         "plan": dataclasses.asdict(plan),
         "rows": [row.as_dict() for row in rows],
