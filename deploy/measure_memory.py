@@ -5,9 +5,9 @@
 Starts, all on 127.0.0.1 and each in its own process, the ChargePilot simulator serving
 `--sites` sites of `--connectors` connectors, optionally a `redis-server` (`--redis`: the
 gateway then runs as in Kubernetes, with `REDIS_URL`), and the gateway with its default
-settings, then runs these phases and reads the gateway's `VmRSS` (at the phase's end) and
-`VmHWM` (the peak RSS since the phase began: it is reset through /proc/PID/clear_refs)
-from /proc:
+settings, then runs these phases and reads from /proc the gateway's `VmRSS` (at the
+phase's end), `VmHWM` (the peak RSS since the phase began: it is reset through
+/proc/PID/clear_refs) and the CPU time it used in the phase:
 
     started   when the gateway listens (idle; the fleet refresher's first fetch of the
               fleet list is already under way)
@@ -21,11 +21,14 @@ from /proc:
     refill    until the fleet refresher (GATEWAY_REFRESH_SHARE of GATEWAY_UPSTREAM_RPS, one
               list refresh per (sites + 1) slots: about (sites + 1) / 2.5 s with the
               defaults) has refreshed the fleet list again, now with the sites in the
-              process: the fill every cycle repeats in production (`--refill-timeout 0`
-              skips it)
+              process: the fill every cycle repeats in production; `--refills N` waits
+              for N of them (phases refill, refill_2, ...: a peak that grows from one to
+              the next is a leak), `--refills 0` skips them
 
-and prints one JSON object; `peak_rss_mib` is the highest VmHWM of all phases.  Every
-process it starts it stops (SIGTERM, then SIGKILL) on the way out.  Linux only (/proc).
+and prints one JSON object; `peak_rss_mib` is the highest VmHWM of all phases, `loadavg`
+the machine's 1-minute load average at the end (a loaded machine starves the fill and
+raises its peak: re-run an outlier).  Every process it starts it stops (SIGTERM, then
+SIGKILL) on the way out.  Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def memory(pid: int) -> dict[str, float]:
     return fields
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> None:
     """Start `pid`'s VmHWM again from its current RSS (Linux >= 4.0; a no-op where refused)."""
     with contextlib.suppress(OSError):
@@ -109,7 +118,7 @@ def started(args: list[str], port: int, env: dict[str, str], log: Path) -> Itera
 
 
 async def drive(
-    port: int, pid: int, passes: int, concurrency: int, refill_timeout: float
+    port: int, pid: int, passes: int, concurrency: int, refills: int, refill_timeout: float
 ) -> dict[str, Any]:
     """Run the phases; each records VmRSS at its end and VmHWM, the peak since its start."""
     base = f"http://{HOST}:{port}"
@@ -119,9 +128,10 @@ async def drive(
 
         async def phase(name: str, work: Awaitable[Any]) -> Any:
             reset_peak(pid)
-            began = time.monotonic()
+            began, cpu = time.monotonic(), cpu_seconds(pid)
             result = await work
             phases[name] = {**memory(pid), "seconds": round(time.monotonic() - began, 2),
+                            "cpu_seconds": round(cpu_seconds(pid) - cpu, 2),
                             "list_refreshes": await list_refreshes(session, base)}  # fmt: skip
             return result
 
@@ -132,9 +142,12 @@ async def drive(
         paths = (pages + paths) * passes
         await phase("walks", walk(session, base, paths, concurrency))
         phases["requests"] = len(paths)
-        if refill_timeout > 0:
-            seen = phases["walks"]["list_refreshes"]
-            await phase("refill", refilled(session, base, seen, refill_timeout))
+        previous = "walks"
+        for number in range(1, refills + 1):
+            name = "refill" if number == 1 else f"refill_{number}"
+            seen = phases[previous]["list_refreshes"]
+            await phase(name, refilled(session, base, seen, refill_timeout))
+            previous = name
     return phases
 
 
@@ -204,10 +217,15 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--redis", action="store_true", help="use a redis-server, as in k8s")
+    parser.add_argument(
+        "--refills",
+        type=int,
+        default=1,
+        help="fleet list refreshes to measure after the walks (0: none)",
+    )
     parser.add_argument("--refill-timeout", type=float, default=None,
-                        help="seconds to wait for the refresher's next fleet list refresh "
-                             "(default: twice its cycle with the default settings, plus 120; "
-                             "0: no refill phase)")  # fmt: skip
+                        help="seconds to wait for each (default: twice the refresher's cycle "
+                             "with the default settings, plus 120)")  # fmt: skip
     args = parser.parse_args()
     if args.refill_timeout is None:
         args.refill_timeout = 2 * (args.sites + 1) / DEFAULT_REFRESH_RATE + 120
@@ -241,7 +259,9 @@ def main() -> None:
             started([python, "-m", "gateway"], gateway_port, gateway_env, logs / "gateway.log")
         )
         phases = asyncio.run(
-            drive(gateway_port, pid, args.passes, args.concurrency, args.refill_timeout)
+            drive(
+                gateway_port, pid, args.passes, args.concurrency, args.refills, args.refill_timeout
+            )
         )
     peak = max(value["VmHWM"] for value in phases.values() if isinstance(value, dict))
     result = {"sites": args.sites, "connectors_per_site": args.connectors,
