@@ -57,6 +57,9 @@ SITE_ROUTES = ("", "/connectors", "/nodes")
 # Fleet refresher slots per second with the defaults: GATEWAY_REFRESH_SHARE (0.5) x
 # GATEWAY_UPSTREAM_RPS (5).
 DEFAULT_REFRESH_RATE = 2.5
+# Seconds between looks at /metrics while waiting for a refill: rendering it costs the
+# gateway CPU, which the phase's cpu_seconds would count.
+POLL = 2.0
 
 
 def free_port() -> int:
@@ -183,7 +186,7 @@ async def refilled(session: aiohttp.ClientSession, base: str, seen: float, limit
             while True:  # polled: the count is another process's, over HTTP
                 if await list_refreshes(session, base) > seen:
                     return
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(POLL)
     except TimeoutError:
         raise SystemExit(f"no fleet list refresh in {limit:.0f} s (--refill-timeout)") from None
 
