@@ -71,6 +71,7 @@ class Refresher:
         self._next_slot = clock()
         self._until_list = 0  # slots left before the fleet list is due again
         self._cycle = 1  # slots of one cycle: every listed site and the list
+        self._since_list = 0  # slots spent on sites since the list's slot
         self._vanished: list[str] = []
         self._in_flight: set[str | None] = set()  # site ids; None is the fleet list
         self._backoff: dict[str, float] = {}
@@ -161,10 +162,23 @@ class Refresher:
         elif kind == "list":
             self._cycle = await self._changes.tracked() + 1
             self._until_list = self._cycle - 1
+            self._since_list = 0
             now = self._clock()
             self._backoff = {s: until for s, until in self._backoff.items() if until > now}
         else:
             self._until_list -= 1
+            self._since_list += 1
+
+    async def _listed(self) -> None:
+        """The list just refreshed says how many sites a cycle holds: the cycle sized at its
+        slot counted the sites tracked before it (none at start, when it would otherwise
+        fetch the whole list again at once)."""
+        try:
+            tracked = await self._changes.tracked()
+        except CacheUnavailable:
+            return  # the cycle as sized at its slot: at worst one list fetch early
+        self._cycle = tracked + 1
+        self._until_list = tracked - self._since_list
 
     async def _refresh(self, site_id: str | None) -> None:
         target = "list" if site_id is None else "site"
@@ -186,6 +200,8 @@ class Refresher:
             self._metrics.fleet_refreshes.labels(target, "ok").inc()
             if site_id is not None:
                 self._backoff.pop(site_id, None)
+            else:
+                await self._listed()
         finally:
             self._in_flight.discard(site_id)
             self._slots.release()

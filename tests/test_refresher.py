@@ -130,6 +130,21 @@ async def test_two_replicas_refresh_within_the_share(
     assert metric(other, "gateway_fleet_refresher_leader") == 1
 
 
+async def test_the_first_cycle_fetches_the_list_once(
+    make_simulator: MakeSim, aiohttp_client: MakeClient
+) -> None:
+    # At start no site is tracked yet: the cycle must be sized by the list it fetches, not
+    # by the empty log (which made the next slot fetch the whole fleet list again).
+    sim = await make_simulator()
+    gw = await feed_gateway(aiohttp_client, settings_for(sim, upstream_rps=20.0, refresh_share=0.5))
+
+    async def a_cycle_done() -> bool:
+        return metric(gw, "gateway_fleet_refreshes_total", target="site", outcome="ok") >= 12
+
+    await eventually(a_cycle_done, timeout=20)
+    assert sim.data_calls("/rest/v1/sites") == 1
+
+
 async def test_clients_have_priority_over_the_refresher(
     make_simulator: MakeSim, aiohttp_client: MakeClient
 ) -> None:
