@@ -126,6 +126,15 @@ SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".
 
 
 def repository_files() -> list[Path]:
+    """What the repository holds (or would, once added): git's tracked files and the untracked
+    ones it does not ignore; outside a git checkout, every file but tool caches."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=False,
+    )  # fmt: skip
+    if listed.returncode == 0:
+        names = [name for name in listed.stdout.decode().split("\0") if name]
+        return [ROOT / name for name in names if (ROOT / name).is_file()]
     found = []
     for path in ROOT.rglob("*"):
         relative = path.relative_to(ROOT)
