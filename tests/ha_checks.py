@@ -131,7 +131,7 @@ async def check_locks(deployment: Deployment) -> None:
         await other.unlock(names[0], "not-the-owner")
         assert await other.try_lock(names[0]) is None
         waiter = asyncio.create_task(other.wait_unlocked(names[0]))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a while to show it does NOT end: nothing to await
         assert not waiter.done()
         await holder.unlock(names[0], tokens[names[0]] or "")
         await asyncio.wait_for(waiter, 2)

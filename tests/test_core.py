@@ -113,7 +113,7 @@ async def test_negative_caching(
     assert statuses[0] == "chargepilot-gateway; fwd=miss; stored"
     assert statuses[1].startswith("chargepilot-gateway; hit; ttl=")
     assert statuses[1].endswith("; detail=negative")
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # real time: past the 0.3 s negative TTL
     assert (await gw.get("/sites/nowhere")).status == 404
     assert simulator.data_calls() == 2
 

@@ -116,7 +116,7 @@ async def test_stale_while_revalidate_and_stale_if_error(
         settings_for(sim, redis_url=redis_url, cache_ttl=0.3, cache_stale=1.0, circuit_failures=2)
     )
     good = await (await gw.get("/sites/site-0001")).read()
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # real time: past the 0.3 s TTL
     # Upstream healthy: stale at once, one background refresh.
     swr = await gw.get("/sites/site-0001")
     assert "; hit; ttl=-" in swr.headers["Cache-Status"]
@@ -138,7 +138,7 @@ async def test_stale_while_revalidate_and_stale_if_error(
         await eventually(lambda: fills_settled(gw))  # its refresh failed
     assert "detail=stale-if-error" in response.headers["Cache-Status"]  # circuit now open
     # After the stale window: nothing to serve, the circuit is open → 503 with Retry-After.
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(1.1)  # real time: past the 1 s stale window
     late = await gw.get("/sites/site-0001")
     assert late.status == 503
     assert int(late.headers["Retry-After"]) >= 1
@@ -229,7 +229,7 @@ async def test_circuit_opens_then_half_open_probe_closes_it(
     )
     for _ in range(3):  # 500 is not retried; a failed list fetch waits the negative TTL
         assert (await gw.get("/sites/site-0001")).status == 502
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # real time: past the 0.2 s negative TTL
     assert sim.data_calls() == 3
     assert metric_value(metrics.render().decode(), "gateway_upstream_circuit_open") == 1
     calls = sim.data_calls()
@@ -238,7 +238,7 @@ async def test_circuit_opens_then_half_open_probe_closes_it(
     assert sim.data_calls() == calls  # refused at once, upstream untouched
     assert (await (await gw.get("/readyz")).json())["upstream"]["circuit"] == "open"
     sim.config.fail_mode = None
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # real time: past the 0.5 s cool-down
     assert (await gw.get("/sites/site-0005")).status == 200  # the half-open probe
     assert metric_value(metrics.render().decode(), "gateway_upstream_circuit_open") == 0
 
@@ -315,7 +315,7 @@ async def test_proactive_refresh_keeps_steady_traffic_fresh(
         response = await gw.get("/sites/site-0006")
         status = response.headers["Cache-Status"]
         assert "; hit; ttl=" in status and "ttl=-" not in status, status
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # pacing: steady traffic across the TTL
     assert 2 <= sim.data_calls() <= 5
 
 
