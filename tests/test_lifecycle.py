@@ -5,7 +5,9 @@ failed request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import SIM_KEY, SIM_SECRET, RedisProcess, free_port
+from gateway.lifecycle import STOP_SIGNALS, Drain, EarlyStop, until_stop_signal
+from tests.conftest import SIM_KEY, SIM_SECRET, RedisProcess, eventually, free_port
 from tests.processes import (
     clean_env,
     gateway_env,
@@ -198,6 +201,30 @@ async def test_sighup_reloads_tokens_without_dropping_a_connection(
     text = "\n".join(lines)
     for secret in ("tok-alpha-1", "tok-beta-2", "adm-one-1", "adm-two-2"):
         assert secret not in text
+
+
+async def test_a_sighup_while_starting_reads_the_tokens_once_the_handlers_are_in_place() -> None:
+    """A rotation signalled after the tokens were read but before the loop's handler
+    exists must not be lost (the supervisor test above met it under load)."""
+    loop = asyncio.get_running_loop()
+    saved = {signum: signal.getsignal(signum) for signum in (*STOP_SIGNALS, signal.SIGHUP)}
+    reloads: list[int] = []
+    early = EarlyStop()
+    try:
+        early.catch_hangup()
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: early.hangup)
+        waiting = asyncio.create_task(until_stop_signal(Drain(), lambda: reloads.append(1), early))
+        await eventually(lambda: reloads == [1])  # read again as soon as the handler is in
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: reloads == [1, 1])  # and on every later one
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    finally:
+        for signum, handler in saved.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
 
 
 async def test_the_supervisor_forwards_sighup_to_every_worker(
