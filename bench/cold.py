@@ -7,9 +7,9 @@ for `Plan.miss_samples` sites, then asks a fresh gateway for the same sites, pur
 site from the gateway's cache (`POST /admin/purge {"site_id": …}`, untimed) before each
 request, so every answer is a cold key.  (A purge of everything would also drop the fleet
 list, and the known-id gate then refreshes the list before any site: that measures the
-list, not a miss.)  Only answers that say `fwd=miss` count as misses; the latency the gateway adds is
-the difference of the two distributions at p50 and at p99, and the simulator's call log
-says which upstream calls a miss made.
+list, not a miss.)  Only answers that say `fwd=miss` count as misses; the latency the
+gateway adds is the difference of the two distributions at p50 and at p99, and the
+simulator's call log says which upstream calls a miss made.
 
 Fleet: time to the first (cold) `/connectors` answer, the gateway's VmRSS after it, every
 connector reached by paging (against a count taken from the upstream's own answer), and

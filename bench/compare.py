@@ -1,10 +1,12 @@
 """One command for the whole comparison: the gateway against bare aiohttp and nginx
-proxy_cache on cache hits, the latency a miss adds, and the first fill of a large fleet.
+proxy_cache on cache hits, the latency a miss adds, and the first fill of a large fleet;
+on request, content codings and tracing on the hit path.
 
     python bench/compare.py                      # full run, prints one table (a few minutes)
     python bench/compare.py --quick --json       # smoke run, machine-readable
     python bench/compare.py --out bench/RESULTS.md --label 'after the redesign'
     python bench/compare.py --profile            # where a hit's time goes (py-spy)
+    python bench/compare.py --parts encodings,tracing   # gzip/br/zstd vs identity, tracing
 
 Everything is a real process on 127.0.0.1: the simulator (`python -m gateway.simulator`),
 the gateway (`python -m gateway`, configured by environment variables only), bare aiohttp
@@ -34,16 +36,19 @@ from types import FrameType
 from typing import Any
 
 import report
+from codings import encoding_rows
 from cold import fleet_row, miss_rows
 from hits import hit_rows
 from hotspots import markdown, profile
 from loadgen import run_seconds
 from model import QUICK, Plan, Row, add_ratios, markdown_table, text_table
 from procs import Cpus, Processes, stop_on_signals
+from traced import tracing_rows
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"wrk": "wrk", "nginx": "nginx-light", "redis-server": "redis-server"}
-PARTS = ("hits", "miss", "fleet")
+PARTS = ("hits", "miss", "fleet", "encodings", "tracing")
+DEFAULT_PARTS = "hits,miss,fleet"
 WHY = {
     "wrk": "the load generator (wrk -t1 -c64)",
     "nginx": "the nginx proxy_cache rows",
@@ -57,7 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--out", type=Path, help="(re)write this results file's section")
     parser.add_argument("--label", default="latest run", help="the section heading for --out")
-    parser.add_argument("--parts", default="hits,miss,fleet", help="which of hits,miss,fleet")
+    parser.add_argument("--parts", default=DEFAULT_PARTS,
+                        help=f"which of {','.join(PARTS)} (default {DEFAULT_PARTS})")  # fmt: skip
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--seconds", type=float, help="per measured load run (default 5)")
     parser.add_argument("--rounds", type=int, help="measured runs per row (default 3)")
@@ -127,13 +133,17 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 log_level=args.log_level, **overrides)  # fmt: skip
 
 
-def load_description(plan: Plan) -> str:
+def load_description(plan: Plan, parts: Sequence[str]) -> str:
     tool = "wrk -t1" if plan.tool == "wrk" else "Python fallback (bench/loadgen.py), 1 process"
     seconds, warmup = (run_seconds(plan.tool, t) if t else 0 for t in (plan.seconds, plan.warmup))
-    return (f"{tool}, {plan.connections} connections, {plan.rounds} x {seconds:g} s per row "
-            f"after a {warmup:g} s warm-up, the median run kept; misses: aiohttp, one at "
-            f"a time, {plan.miss_samples} requests over {plan.miss_sites} sites of "
-            f"{plan.connectors_per_site} connectors")  # fmt: skip
+    text = (f"{tool}, {plan.connections} connections, {plan.rounds} x {seconds:g} s per row "
+            f"after a {warmup:g} s warm-up, the median run kept")  # fmt: skip
+    if {"encodings", "tracing"} & set(parts):
+        text += "; codings and tracing: the configurations' runs in turn"
+    if "miss" in parts:
+        text += (f"; misses: aiohttp, one at a time, {plan.miss_samples} requests over "
+                 f"{plan.miss_sites} sites of {plan.connectors_per_site} connectors")  # fmt: skip
+    return text
 
 
 def run_rows(procs: Processes, plan: Plan, parts: list[str]) -> list[Row]:
@@ -151,6 +161,14 @@ def run_rows(procs: Processes, plan: Plan, parts: list[str]) -> list[Row]:
         print(f"bench: the {plan.fleet_sites} x {plan.fleet_connectors} fleet on Redis",
               file=sys.stderr, flush=True)  # fmt: skip
         rows.append(fleet_row(procs, plan))
+    if "encodings" in parts:
+        print("bench: content codings on hits (identity, gzip, br, zstd)", file=sys.stderr,
+              flush=True)  # fmt: skip
+        rows += encoding_rows(procs, plan)
+    if "tracing" in parts:
+        print("bench: tracing on hits (off, on, sampled, collector down)", file=sys.stderr,
+              flush=True)  # fmt: skip
+        rows += tracing_rows(procs, plan)
     add_ratios(rows)
     return rows
 
@@ -195,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": round(time.monotonic() - clock, 1),
         "machine": machine,
         "versions": versions,
-        "load": load_description(plan),
+        "load": load_description(plan, args.parts),
         "pinning": plan.cpus.describe(),
         "plan": dataclasses.asdict(plan),
         "rows": [row.as_dict() for row in rows],

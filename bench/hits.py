@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from loadgen import Load, run_load
@@ -44,41 +45,65 @@ class Measured:
     loadgen_cpu: float  # CPUs the load generator kept busy (1.0: one CPU, its ceiling)
 
 
-def warm(url: str, plan: Plan, cpus: str | None) -> None:
+def warm(url: str, plan: Plan, cpus: str | None, headers: dict[str, str] | None = None) -> None:
     """One unmeasured run: connections opened, caches filled, code paths warm."""
     if plan.warmup <= 0:
         return
-    run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.warmup, cpus=cpus)
+    run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.warmup, cpus=cpus,
+             headers=headers)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One configuration of a rotated measurement: a URL, the headers every request
+    carries, and the server processes whose CPU time it is charged."""
+
+    url: str
+    server_pids: list[int]
+    headers: dict[str, str] | None = None
 
 
 def measure(url: str, plan: Plan, cpus: str | None, server_pids: list[int]) -> Measured:
     """`plan.rounds` runs; the median run (by req/s), every run's req/s, the CPU time the
     server's processes spent per request, and the share of the machine's CPUs that other
     processes (neither the server nor the load generator) used meanwhile."""
-    server, client = tree_cpu_seconds(server_pids), children_cpu_seconds()
-    busy, started = machine_busy_seconds(), time.monotonic()
-    runs = []
+    return measure_rotated([Target(url, server_pids)], plan, cpus)[0]
+
+
+def measure_rotated(targets: list[Target], plan: Plan, cpus: str | None) -> list[Measured]:
+    """`measure` for several configurations at once, their runs taken in turn (A B C, A B C,
+    ...) so that drift on a shared machine spreads evenly over them: ratios between them are
+    then fairer than between rows measured one after the other."""
+    runs: list[list[Load]] = [[] for _ in targets]
+    server, client, busy, elapsed = ([0.0] * len(targets) for _ in range(4))
     for _ in range(plan.rounds):
-        load = run_load(url, tool=plan.tool, connections=plan.connections, seconds=plan.seconds,
-                        cpus=cpus)  # fmt: skip
-        runs.append(load)
-    server = tree_cpu_seconds(server_pids) - server
-    client = children_cpu_seconds() - client
-    others = machine_busy_seconds() - busy - server - client
-    elapsed = time.monotonic() - started
-    capacity = elapsed * (os.cpu_count() or 1)
-    median = statistics.median_low([run.rps for run in runs])
-    return Measured(
-        load=next(run for run in runs if run.rps == median),
-        rounds=[run.rps for run in runs],
-        cpu_us=round(server * 1e6 / max(1, sum(run.requests for run in runs)), 1),
-        others_share=round(max(0.0, others) / capacity, 3),
-        loadgen_cpu=round(client / elapsed, 3),
-    )
+        for index, target in enumerate(targets):
+            cpu, child = tree_cpu_seconds(target.server_pids), children_cpu_seconds()
+            machine, started = machine_busy_seconds(), time.monotonic()
+            runs[index].append(run_load(target.url, tool=plan.tool, connections=plan.connections,
+                                        seconds=plan.seconds, cpus=cpus,
+                                        headers=target.headers))  # fmt: skip
+            server[index] += tree_cpu_seconds(target.server_pids) - cpu
+            client[index] += children_cpu_seconds() - child
+            busy[index] += machine_busy_seconds() - machine
+            elapsed[index] += time.monotonic() - started
+    capacity = os.cpu_count() or 1
+    measured = []
+    for index, loads in enumerate(runs):
+        others = busy[index] - server[index] - client[index]
+        median = statistics.median_low([run.rps for run in loads])
+        measured.append(Measured(
+            load=next(run for run in loads if run.rps == median),
+            rounds=[run.rps for run in loads],
+            cpu_us=round(server[index] * 1e6 / max(1, sum(run.requests for run in loads)), 1),
+            others_share=round(max(0.0, others) / (elapsed[index] * capacity), 3),
+            loadgen_cpu=round(client[index] / elapsed[index], 3),
+        ))  # fmt: skip
+    return measured
 
 
-def _row(key: str, label: str, path: str, body: bytes, measured: Measured) -> Row:
-    kind, workers, _ = key.split("-")
+def hit_row(key: str, label: str, path: str, body: bytes, measured: Measured) -> Row:
+    kind, workers, _ = key.split("-", 2)
     load = measured.load
     row = Row(
         key=key, label=label, kind=kind, workers=int(workers), path=path,
@@ -95,6 +120,16 @@ def _row(key: str, label: str, path: str, body: bytes, measured: Measured) -> Ro
         notes.append(f"other processes used {measured.others_share:.0%} of the CPUs")
     row.notes = "; ".join(notes)
     return row
+
+
+def note_lookups(row: Row, lookups: Counter[str]) -> None:
+    """The row's cache lookups during its runs, and a note when some were not hits."""
+    row.details["cache_lookups"] = dict(lookups)
+    row.details["hit_share"] = round(lookups["hit"] / max(1, lookups.total()), 4)
+    if row.details["hit_share"] < 1:
+        row.notes = "; ".join(
+            filter(None, [f"hit share {row.details['hit_share']:.4f}", row.notes])
+        )
 
 
 def _server_cpus(plan: Plan, workers: int) -> tuple[str | None, str | None]:
@@ -131,14 +166,9 @@ def gateway_rows(
             measured = measure(base + path, plan, client, [process.pid])
             lookups = cache_lookups(base, route) - before
             noun = "worker" if workers == 1 else "workers"
-            row = _row(f"gateway-{workers}-{target}", f"gateway, {workers} {noun}: GET {path}",
+            row = hit_row(f"gateway-{workers}-{target}", f"gateway, {workers} {noun}: GET {path}",
                        path, answer.body, measured)  # fmt: skip
-            row.details["cache_lookups"] = dict(lookups)
-            row.details["hit_share"] = round(lookups["hit"] / max(1, lookups.total()), 4)
-            if row.details["hit_share"] < 1:
-                row.notes = "; ".join(
-                    filter(None, [f"hit share {row.details['hit_share']:.4f}", row.notes])
-                )
+            note_lookups(row, lookups)
             rows.append(row)
         procs.stop(process)
     return rows, bodies
@@ -154,7 +184,7 @@ def bare_rows(procs: Processes, plan: Plan, bodies: dict[str, bytes]) -> list[Ro
             measured = measure(base + path, plan, client, pids)
             noun = "process" if workers == 1 else "processes"
             label = f"bare aiohttp, {workers} {noun}: same bytes as GET {path}"
-            rows.append(_row(f"bare-{workers}-{target}", label, path, bodies[path], measured))
+            rows.append(hit_row(f"bare-{workers}-{target}", label, path, bodies[path], measured))
         for name in [f"bare-{workers}-{copy}" for copy in range(workers)]:
             procs.stop_named(name)
     return rows
@@ -176,7 +206,7 @@ def nginx_rows(procs: Processes, plan: Plan, upstream_port: int) -> list[Row]:
         body = http_get(base + SITE_PATH).body
         warm(base + SITE_PATH, plan, client)
         measured = measure(base + SITE_PATH, plan, client, [pid])
-        row = _row(f"nginx-{workers}-site", label, SITE_PATH, body, measured)
+        row = hit_row(f"nginx-{workers}-site", label, SITE_PATH, body, measured)
         row.notes = "; ".join(filter(None, ["upstream bytes (not normalized)", row.notes]))
         rows.append(row)
         procs.stop_named(f"nginx-{workers}")

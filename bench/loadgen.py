@@ -1,12 +1,14 @@
 """HTTP load for the comparison: wrk when it is installed, a Python load generator otherwise.
 
 Both keep `connections` keep-alive connections busy for `seconds` against one URL, send no
-`Accept-Encoding` (so every server sends the same identity bytes), and report the same
-`Load`: completed requests, errors (non-2xx/3xx answers and socket errors), req/s, p50 and
-p99 latency.  wrk runs with one thread (`-t1`) and `--latency`; the fallback is this file
-run as its own process (so it can be pinned like wrk):
+`Accept-Encoding` unless a caller passes one in `headers` (so by default every server sends
+the same identity bytes), and report the same `Load`: completed requests, errors (non-2xx/3xx
+answers and socket errors), req/s, p50 and p99 latency.  wrk runs with one thread (`-t1`)
+and `--latency`; the fallback is this file run as its own process (so it can be pinned like
+wrk):
 
     python bench/loadgen.py URL --connections 64 --seconds 5     # prints one JSON object
+    python bench/loadgen.py URL --header 'Accept-Encoding: gzip'  # extra request headers
 
 The fallback is much slower than wrk (one Python process drives the load), so its req/s
 are a floor on the server's; they are only meant for smoke runs on machines without wrk.
@@ -87,20 +89,40 @@ def run_seconds(tool: str, seconds: float) -> float:
     return float(max(1, round(seconds))) if tool == "wrk" else seconds
 
 
-def run_load(url: str, *, tool: str, connections: int, seconds: float, cpus: str | None) -> Load:
+def run_load(
+    url: str,
+    *,
+    tool: str,
+    connections: int,
+    seconds: float,
+    cpus: str | None,
+    headers: dict[str, str] | None = None,
+) -> Load:
     """One load run of `run_seconds(tool, seconds)` with `tool` ("wrk" or "python"),
-    pinned to `cpus`."""
+    pinned to `cpus`, every request carrying `headers` too."""
     pin = ["taskset", "-c", cpus] if cpus is not None else []
     seconds = run_seconds(tool, seconds)
+    extra = [f"{name}: {value}" for name, value in (headers or {}).items()]
     if tool == "wrk":
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+        options = [f"-H{header}" for header in extra]
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", *options, url]
         return parse_wrk(_run([*pin, *command], seconds))
     command = [sys.executable, str(THIS), url, f"--connections={connections}",
-               f"--seconds={seconds:g}"]  # fmt: skip
+               f"--seconds={seconds:g}", *(f"--header={header}" for header in extra)]  # fmt: skip
     return Load(**json.loads(_run([*pin, *command], seconds)))
 
 
-async def drive(url: str, connections: int, seconds: float) -> Load:
+def parse_header(text: str) -> tuple[str, str]:
+    """`Name: value` -> (name, value); ValueError when there is no name."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"a header is 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+async def drive(
+    url: str, connections: int, seconds: float, headers: dict[str, str] | None = None
+) -> Load:
     """The Python fallback: `connections` workers in a loop until `seconds` have passed."""
     latencies: list[float] = []
     errors = 0
@@ -114,7 +136,7 @@ async def drive(url: str, connections: int, seconds: float) -> Load:
         while time.perf_counter() < stop_at:
             sent = time.perf_counter()
             try:
-                async with session.get(url) as response:
+                async with session.get(url, headers=headers) as response:
                     await response.read()
                     failed = response.status >= 400
             except (aiohttp.ClientError, TimeoutError):
@@ -147,16 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("url")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     args = parser.parse_args(argv)
     if args.connections < 1 or args.seconds <= 0:
         parser.error("--connections must be >= 1 and --seconds > 0")
+    try:
+        headers = dict(parse_header(text) for text in args.header)
+    except ValueError as error:
+        parser.error(str(error))
     runner_options: dict[str, Any] = {}
     with contextlib.suppress(ImportError):
         import uvloop
 
         runner_options["loop_factory"] = uvloop.new_event_loop
     with asyncio.Runner(**runner_options) as runner:
-        load = runner.run(drive(args.url, args.connections, args.seconds))
+        load = runner.run(drive(args.url, args.connections, args.seconds, headers))
     print(json.dumps(dataclasses.asdict(load)))
     return 0
 

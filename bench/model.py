@@ -11,6 +11,7 @@ from typing import Any
 from procs import Cpus
 
 SITE_PATH = "/sites/site-0001"
+LIST_PATH = "/sites"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,8 @@ def add_ratios(rows: list[Row]) -> None:
         if workers == "2" and single is not None and single.rps:
             row.ratios["2w/1w"] = round(row.rps / single.rps, 3)
             speed.append(f"{row.ratios['2w/1w']:.2f}x 1 worker")
-        row.ratio = ", ".join(speed) + (f"; CPU/req {', '.join(cost)}" if cost else "")
+        if speed:  # other rows (encodings, tracing) carry ratios of their own
+            row.ratio = ", ".join(speed) + (f"; CPU/req {', '.join(cost)}" if cost else "")
 
 
 COLUMNS = ("configuration", "bytes", "req/s", "p50 ms", "p99 ms", "CPU us/req", "ratio", "notes")

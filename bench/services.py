@@ -1,12 +1,13 @@
 """The services a comparison runs, each a real process on a free loopback port: the
 simulator (`python -m gateway.simulator`), the gateway (`python -m gateway`, configured only
-through its environment variables), `redis-server`, bare aiohttp copies and nginx; plus the
-small synchronous HTTP helpers that check, warm and scrape them.  Every process is started
-through `Processes`, so it is stopped by pid whatever happens."""
+through its environment variables), `redis-server`, bare aiohttp copies, nginx and an OTLP
+trace sink; plus the small synchronous HTTP helpers that check, warm and scrape them.  Every
+process is started through `Processes`, so it is stopped by pid whatever happens."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import nginx
@@ -166,6 +168,27 @@ def start_bare(
     for path in bodies:
         wait_ok(base + path)
     return pids, base
+
+
+def start_otlp_sink(procs: Processes, name: str, *, cpus: str | None) -> tuple[int, str]:
+    """`bench/otlp_sink.py` (answers every OTLP/HTTP trace export, counts spans); its pid
+    and base URL (the value for `OTEL_EXPORTER_OTLP_ENDPOINT`) once `/stats` answers."""
+    port = free_port()
+    command = [sys.executable, str(REPO / "bench" / "otlp_sink.py"), f"--port={port}"]
+    process = procs.start(name, command, cpus=cpus)
+    procs.wait_port(process, port, START_TIMEOUT)
+    base = f"http://{HOST}:{port}"
+    wait_ok(f"{base}/stats")
+    return process.pid, base
+
+
+def sink_stats(base: str) -> dict[str, Any]:
+    """What the OTLP sink at `base` has received so far (see bench/otlp_sink.py)."""
+    answer = http_get(f"{base}/stats")
+    if answer.status != 200:
+        raise RuntimeError(f"the OTLP sink answered {answer.status} to /stats")
+    stats: dict[str, Any] = json.loads(answer.body)
+    return stats
 
 
 def start_nginx(

@@ -38,6 +38,7 @@ _COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "br": lambda body: brotli.compress(body, quality=BROTLI_QUALITY),
     "zstd": lambda body: zstd.compress(body, level=ZSTD_LEVEL),
 }
+NOT_ACCEPTABLE = "no acceptable content coding: send identity, gzip, br or zstd"
 _NEGOTIATED: dict[str, str | None] = {}
 _NEGOTIATED_MAX = 1024
 

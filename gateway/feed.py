@@ -34,7 +34,14 @@ import orjson
 from aiohttp import web
 
 from .changelog import ORIGIN, ChangeLog, Event, EventId
-from .errors import BadRequest, CacheUnavailable, StoreUnavailable, TooManyStreams
+from .encodings import IDENTITY, MIN_SIZE, NOT_ACCEPTABLE, compress, negotiate
+from .errors import (
+    BadRequest,
+    CacheUnavailable,
+    NotAcceptable,
+    StoreUnavailable,
+    TooManyStreams,
+)
 from .logs import request_id_var
 from .metrics import Metrics
 
@@ -146,15 +153,21 @@ class Feed:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         after, limit = _parameters(request)
+        # Pages are negotiated like every other answer (compressed per request: a page is
+        # built per request anyway); a stream is sent as it is, but not to a client that
+        # refuses that.
+        coding = negotiate(request.headers.get("Accept-Encoding"))
+        if coding is None:
+            raise NotAcceptable(NOT_ACCEPTABLE)
         if request.method == "HEAD":  # what a GET would start with; no stream is opened
             wanted = request.headers.get("Accept", "")
             content_type = STREAM if _wants_stream(wanted) else "application/json"
             return web.Response(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
         if _wants_stream(request.headers.get("Accept", "")):
             return await self._stream(request, after)
-        return await self._page(after or ORIGIN, limit)
+        return await self._page(after or ORIGIN, limit, coding)
 
-    async def _page(self, after: EventId, limit: int) -> web.Response:
+    async def _page(self, after: EventId, limit: int, coding: str) -> web.Response:
         try:
             page = await self.changes.read(after, limit + 1)
         except CacheUnavailable:
@@ -166,9 +179,11 @@ class Feed:
             (b'{"data":[', b",".join(event.data for event in events), b'],"next_cursor":',
              cursor, b',"reset":true}' if page.reset else b"}")
         )  # fmt: skip
-        return web.Response(
-            body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
-        )
+        headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+        if coding != IDENTITY and len(body) >= MIN_SIZE:
+            body = compress(body, coding)
+            headers["Content-Encoding"] = coding
+        return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def _stream(self, request: web.Request, after: EventId | None) -> web.StreamResponse:
         if self.open_streams >= self._max_streams:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .encodings import IDENTITY, MIN_SIZE, compress, negotiate
+from .encodings import IDENTITY, MIN_SIZE, NOT_ACCEPTABLE, compress, negotiate
 from .engine import Outcome, Served
 from .entry import Entry
 from .errors import NotAcceptable
@@ -87,7 +87,7 @@ def respond(request: web.Request, served: Served) -> web.Response:
     note(request, served.outcome)
     coding = negotiate(request.headers.get("Accept-Encoding"))
     if coding is None:
-        raise NotAcceptable("no acceptable content coding: send identity, gzip, br or zstd")
+        raise NotAcceptable(NOT_ACCEPTABLE)
     body, static = representation(entry, coding)
     headers = static.copy()
     headers["Age"] = str(int(served.age))

@@ -154,11 +154,13 @@ def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     # `{id:[^/]+}`: one raw path segment; aiohttp matches on the path with %2F still
     # encoded, so an id holding '/' (sent as %2F) or braces is one segment like any other.
     router = app.router
+    # The router tries the routes under one prefix in this order, one regex each: the hottest
+    # first (an id cannot hold '/', so `/sites/{id}` never shadows the longer paths).
     router.add_get("/sites", list_sites, allow_head=True)
+    router.add_get("/sites/{id:[^/]+}", get_site, allow_head=True)
     router.add_get("/sites/{id:[^/]+}/connectors", site_connectors, allow_head=True)
     router.add_get("/sites/{id:[^/]+}/nodes", site_nodes, allow_head=True)
     router.add_get("/sites/{id:[^/]+}/charging-events", site_events, allow_head=True)
-    router.add_get("/sites/{id:[^/]+}", get_site, allow_head=True)
     router.add_get("/connectors", list_connectors, allow_head=True)
     router.add_get("/connectors/{id:[^/]+}", get_connector, allow_head=True)
     router.add_get("/changes", list_changes, allow_head=True)

@@ -126,6 +126,18 @@ def redis_url(redis_server: RedisProcess) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
+    """A test run twice: with the embedded cache (None) and with a flushed real Redis (its
+    URL), as `REDIS_URL`."""
+    if request.param == "memory":
+        return None
+    client = redis_server.client()
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     """A redis-server for one test, which the test may kill and restart."""

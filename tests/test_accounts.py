@@ -51,16 +51,6 @@ async def sims(make_simulator: MakeSim) -> dict[str, Simulator]:
     return made
 
 
-@pytest.fixture(params=["memory", "redis"])
-def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
-    if request.param == "memory":
-        return None
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    return redis_server.url
-
-
 def merged_ids() -> list[tuple[str, str]]:
     return sorted((site["id"], name) for name, fleet in FLEETS.items() for site in fleet)
 

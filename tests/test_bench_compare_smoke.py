@@ -117,3 +117,53 @@ def test_quick_compare_falls_back_to_the_python_load_generator() -> None:
     rows = {row["key"]: row for row in result["rows"]}
     assert list(rows) == HIT_KEYS
     check_hit_rows(rows, "python")
+
+
+CODINGS = ("identity", "gzip", "br", "zstd")
+ENCODING_KEYS = [f"encoding-1-{t}-{c}" for t in ("list", "site", "page") for c in CODINGS]
+TRACING_KEYS = [f"tracing-1-{name}" for name in ("off", "on", "sampled", "down")]
+
+
+def test_quick_compare_measures_codings_and_tracing() -> None:
+    result = run_compare("--parts", "encodings,tracing")
+
+    rows = {row["key"]: row for row in result["rows"]}
+    assert list(rows) == [*ENCODING_KEYS, *TRACING_KEYS]
+    tool = "wrk" if shutil.which("wrk") else "python"
+    for row in rows.values():
+        assert row["skipped"] is None and row["tool"] == tool, row["key"]
+        assert row["requests"] > 0 and row["errors"] == 0, (row["key"], row)
+        assert row["rps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"], row["key"]
+        assert row["cpu_us"] >= 0 and row["details"]["hit_share"] == 1.0, row["key"]
+    for target in ("list", "site", "page"):
+        identity = rows[f"encoding-1-{target}-identity"]
+        assert identity["ratios"] == {} and identity["details"]["coding"] == "identity"
+        for coding in CODINGS[1:]:
+            row = rows[f"encoding-1-{target}-{coding}"]
+            assert row["details"]["coding"] == coding
+            assert 0 < row["body_bytes"] < identity["body_bytes"], (target, coding)
+            assert row["details"]["wire_bytes"] == row["body_bytes"] + row["details"]["head_bytes"]
+            ratios = row["ratios"]
+            assert ratios["bytes/identity"] == round(row["body_bytes"] / identity["body_bytes"], 3)
+            assert ratios["req/s/identity"] > 0 and "identity" in row["ratio"]
+    assert 15_000 <= rows["encoding-1-site-identity"]["body_bytes"] <= 30_000
+
+    off, on, sampled, down = (rows[key] for key in TRACING_KEYS)
+    assert off["body_bytes"] == on["body_bytes"] == sampled["body_bytes"] == down["body_bytes"]
+    assert "otlp_endpoint" not in off["details"] and "spans_received" not in down["details"]
+    for row in (on, sampled, down):
+        assert row["ratios"]["req/s/off"] > 0 and row["ratio"].endswith(" off")
+    for row in (on, sampled):
+        details = row["details"]
+        assert details["spans_expected"] >= row["requests"] > 0, "a span per request"
+        assert 0 <= details["spans_received"] <= details["spans_expected"]
+        assert details["sink"]["errors"] == 0
+        assert f"spans received {details['spans_received']:,}" in row["notes"]
+    assert on["details"]["spans_received"] > 0 and on["details"]["sink"]["exports"] > 0
+    assert on["details"]["spans_dropped"] == (
+        on["details"]["spans_expected"] - on["details"]["spans_received"]
+    )
+    assert sampled["details"]["spans_received"] < sampled["details"]["spans_expected"]
+    for row in (off, on, sampled, down):
+        assert row["details"]["log_bytes_during_runs"] > 0, "INFO: an access line per request"
+        assert all(n > 0 for n in row["details"]["log_warnings"].values())

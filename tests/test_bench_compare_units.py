@@ -1,24 +1,32 @@
 """The pure parts of `bench/compare.py`: wrk parsing, request signing (checked against the
 simulator's own verifier, which shares no code with the bench), the nginx config, ratios,
-the results file's sections and the profile summary."""
+rotated runs, the results file's sections, the profile summary, and the OTLP sink."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import codings  # noqa: E402
+import hits  # noqa: E402
 import hotspots  # noqa: E402
 import loadgen  # noqa: E402
 import model  # noqa: E402
 import nginx  # noqa: E402
+import otlp_sink  # noqa: E402
+import procs  # noqa: E402
 import report  # noqa: E402
+import traced  # noqa: E402
 from upstream_auth import signed_headers  # noqa: E402
 
 from gateway.simulator.app import check_signature  # noqa: E402
@@ -91,7 +99,7 @@ def test_nginx_config_signs_each_exact_upstream_path(tmp_path: Path) -> None:
 
 
 def row(key: str, rps: float | None, cpu_us: float | None = None) -> model.Row:
-    kind, workers, _ = key.split("-")
+    kind, workers, _ = key.split("-", 2)
     return model.Row(key=key, label=key, kind=kind, workers=int(workers), rps=rps, cpu_us=cpu_us)
 
 
@@ -149,3 +157,89 @@ def test_profile_summary_counts_own_and_inclusive_samples() -> None:
     assert summary.inclusive[0] == ("handle (h.py)", 80)
     assert dict(summary.files) == {"h.py": 50, "logging/__init__.py": 30, "w.py": 20}
     assert "| 50.0% | 50 | `handle (h.py)` |" in hotspots.markdown(summary, "context")
+
+
+def test_a_load_header_is_name_colon_value() -> None:
+    assert loadgen.parse_header("Accept-Encoding: gzip") == ("Accept-Encoding", "gzip")
+    assert loadgen.parse_header("X-A:b:c") == ("X-A", "b:c")
+    for bad in ("no colon", ": value"):
+        with pytest.raises(ValueError):
+            loadgen.parse_header(bad)
+
+
+def test_rotated_runs_take_turns_and_keep_each_configurations_median(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order: list[tuple[str, str | None]] = []
+    rps = {"a": iter([30.0, 10.0, 20.0]), "b": iter([5.0, 7.0, 6.0])}
+
+    def fake_load(url: str, **options: object) -> loadgen.Load:
+        headers = options["headers"]
+        order.append((url, None if headers is None else str(headers)))
+        value = next(rps[url])
+        return loadgen.Load("wrk", int(value * 10), 0, 1.0, value, 1.0, 2.0)
+
+    monkeypatch.setattr(hits, "run_load", fake_load)
+    plan = model.Plan(quick=True, tool="wrk", nginx=False, cpus=procs.Cpus(None, None),
+                      source=BENCH.parent, rounds=3)  # fmt: skip
+    targets = [hits.Target("a", [], {"Accept-Encoding": "gzip"}), hits.Target("b", [])]
+    first, second = hits.measure_rotated(targets, plan, None)
+
+    assert [url for url, _ in order] == ["a", "b"] * 3
+    assert order[0][1] == "{'Accept-Encoding': 'gzip'}" and order[1][1] is None
+    assert first.rounds == [30.0, 10.0, 20.0] and first.load.rps == 20.0
+    assert second.rounds == [5.0, 7.0, 6.0] and second.load.rps == 6.0
+
+
+def test_ratios_of_codings_and_tracing_rows_are_their_own() -> None:
+    identity, gzip_row = (
+        row("encoding-1-site-identity", 100.0, 20.0),
+        row("encoding-1-site-gzip", 90.0, 30.0),
+    )
+    identity.body_bytes, gzip_row.body_bytes = 20_000, 1_500
+    identity.p99_ms, gzip_row.p99_ms = 2.0, 3.0
+    codings.add_identity_ratios([identity, gzip_row], identity)
+    off, on, down = (row(f"tracing-1-{name}", rps, cpu) for name, rps, cpu in
+                     (("off", 100.0, 10.0), ("on", 80.0, 15.0), ("down", 50.0, None)))  # fmt: skip
+    traced.add_off_ratios({"off": off, "on": on, "down": down})  # any number of configurations
+    model.add_ratios([identity, gzip_row, off, on, down])  # leaves them as they are
+
+    assert identity.ratios == {} and identity.ratio == ""
+    assert gzip_row.ratios == {"bytes/identity": 0.075, "req/s/identity": 0.9,
+                               "p99/identity": 1.5, "cpu/identity": 1.5}  # fmt: skip
+    assert gzip_row.ratio == "bytes 0.075x, 0.90x req/s, CPU/req 1.50x identity"
+    assert on.ratios == {"req/s/off": 0.8, "cpu/off": 1.5} and off.ratios == {}
+    assert on.ratio == "0.80x req/s, CPU/req 1.50x off"
+    assert down.ratio == "0.50x req/s off"
+
+
+def test_warning_lines_are_counted_by_logger_and_message() -> None:
+    log = b"\n".join([
+        b'{"level":"info","logger":"gateway.access","msg":"GET /sites/x 200"}',
+        b'{"level":"warning","logger":"otel","msg":"Queue full, dropping Span."}',
+        b'{"level":"warning","logger":"otel","msg":"Queue full, dropping Span."}',
+        b'{"level":"error","logger":"otel","msg":"' + b"x" * 300 + b'"}',
+        b'{"level":"warning", not json',
+    ])  # fmt: skip
+
+    assert traced.warnings_in(log) == {"otel: Queue full, dropping Span.": 2,
+                                       f"otel: {'x' * 100}": 1}  # fmt: skip
+
+
+async def test_the_otlp_sink_counts_spans_by_name(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(otlp_sink.make_app())
+    export = ExportTraceServiceRequest()
+    scope = export.resource_spans.add().scope_spans.add()
+    for name in ("GET /sites/{id}", "GET /sites/{id}", "GET /readyz"):
+        scope.spans.add(name=name)
+    body = export.SerializeToString()
+
+    for data, headers in ((body, {}), (gzip.compress(body), {"Content-Encoding": "gzip"})):
+        answer = await client.post("/v1/traces", data=data, headers=headers)
+        assert answer.status == 200
+    assert (await client.post("/v1/traces", data=b"\xff\xff not protobuf")).status == 400
+    stats = await (await client.get("/stats")).json()
+
+    assert stats["exports"] == 3 and stats["errors"] == 1 and stats["spans"] == 6
+    assert stats["spans_by_name"] == {"GET /sites/{id}": 4, "GET /readyz": 2}
+    assert stats["bytes"] == 2 * len(body) + 15, "bodies counted as decoded"

@@ -19,7 +19,6 @@ from tests.conftest import (
     SIM_KEY,
     SIM_SECRET,
     GatewayFactory,
-    RedisProcess,
     Simulator,
     eventually,
     fills_settled,
@@ -28,17 +27,6 @@ from tests.conftest import (
 )
 
 MakeSim = Callable[..., Awaitable[Simulator]]
-CACHE_MODES = ["memory", "redis"]
-
-
-@pytest.fixture(params=CACHE_MODES)
-def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
-    if request.param == "memory":
-        return None
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    return redis_server.url
 
 
 async def test_sites_are_normalized_then_served_from_cache(

@@ -29,16 +29,6 @@ from tests.feedkit import (
 MakeSim = Callable[..., Awaitable[Simulator]]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def cache_mode(request: pytest.FixtureRequest, redis_server: RedisProcess) -> str | None:
-    if request.param == "memory":
-        return None
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    return redis_server.url
-
-
 async def site(client: TestClient, site_id: str) -> tuple[dict[str, Any], str]:
     # The identity representation: an event's etag is the site's own (uncompressed) ETag.
     response = await client.get(f"/sites/{site_id}", headers={"Accept-Encoding": "identity"})
@@ -112,6 +102,30 @@ async def test_resume_by_id_on_the_other_replica(
     assert [e["id"] for e in page["data"]] == ids[:3] and page["next_cursor"] == ids[2]
     rest = await (await b.get(f"/changes?after={page['next_cursor']}&limit=3")).json()
     assert [e["id"] for e in rest["data"]] == ids[3:] and rest["next_cursor"] is None
+
+
+async def test_pages_are_negotiated_like_every_answer(
+    make_simulator: MakeSim, aiohttp_client: MakeClient
+) -> None:
+    sim = await make_simulator()
+    gw = await feed_gateway(aiohttp_client, settings_for(sim))
+    await fill_fleet(gw)
+    for _ in range(4):  # a page past the size worth compressing
+        sim.state.mutate("connector_added")
+    await fill_fleet(gw)
+    plain = await gw.get("/changes?after=0", headers={"Accept-Encoding": "identity"})
+    assert plain.status == 200 and "Content-Encoding" not in plain.headers
+    identity = await plain.json()
+    assert len(await plain.read()) >= 1024
+    for coding in ("gzip", "br", "zstd"):
+        response = await gw.get("/changes?after=0", headers={"Accept-Encoding": coding})
+        assert response.headers["Content-Encoding"] == coding  # aiohttp decodes it
+        assert response.headers["Vary"] == "Accept-Encoding"
+        assert await response.json() == identity
+    for refused in ({"Accept-Encoding": "identity;q=0"}, {"Accept-Encoding": "*;q=0", **SSE}):
+        response = await gw.get("/changes", headers=refused)
+        assert response.status == 406
+        assert response.content_type == "application/problem+json"
 
 
 async def test_no_event_when_nothing_changed(
