@@ -201,18 +201,14 @@ async def test_budget_spent_gives_503_when_nothing_is_stale(
     make_simulator: MakeSim, make_gateway: GatewayFactory, redis_url: str
 ) -> None:
     sim = await make_simulator()
+    # One token per 5 s, the usual 2 s budget: the second fill would wait ~4 s for a token.
+    # The TTL leaves the first request time to read back what its fill stored on a loaded
+    # machine (at 0.3 s it could expire first, and its second fetch found the bucket empty).
     gw = await make_gateway(
-        settings_for(
-            sim,
-            redis_url=redis_url,
-            upstream_rps=1.0,
-            upstream_timeout=0.3,
-            cache_ttl=0.3,
-            cache_stale=0.0,
-        )
+        settings_for(sim, redis_url=redis_url, upstream_rps=0.2, cache_ttl=1.0, cache_stale=0.0)
     )
     assert (await gw.get("/sites/site-0001")).status == 200  # the list: the one token
-    await asyncio.sleep(0.4)  # everything expired, nothing stale
+    await asyncio.sleep(1.1)  # real time: everything expired, nothing stale
     held = await gw.get("/sites/site-0002")
     assert held.status == 503 and int(held.headers["Retry-After"]) >= 1
     assert sim.data_calls() == 1
