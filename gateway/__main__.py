@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -66,9 +65,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Until the handlers are in place a SIGHUP (a token rotation) must not kill a starting
-    # process; workers inherit the disposition and replace it with their handler.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Until the loop's handlers are in place a SIGHUP (a token rotation) must not kill a
+    # starting process, nor be lost after the tokens were read: it is remembered.
+    early = EarlyStop()
+    early.catch_hangup()
     args = parse_args(argv)
     try:
         settings = Settings.from_env(os.environ, demo=args.demo)
@@ -78,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, secrets=_secrets(settings))
     if settings.workers > 1 and not settings.demo and WORKER_ENV not in os.environ:
         return supervise(settings)
-    early = EarlyStop()
     early.install()
     with contextlib.suppress(ImportError):
         import uvloop

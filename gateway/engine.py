@@ -242,6 +242,11 @@ class FillEngine:
     def running(self, name: str) -> bool:
         return name in self._inflight
 
+    @property
+    def busy(self) -> bool:
+        """Whether any fill runs: a request's or a background refresh."""
+        return bool(self._inflight)
+
     async def join(self, fill: Fill) -> Outcome:
         """Run `fill` now (or join the run under way) until its probe key is written; for
         callers that need it done.  Another replica's run counts if it wrote the probe."""

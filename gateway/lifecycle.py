@@ -67,12 +67,18 @@ class TokenReloader:
 
 
 class EarlyStop:
-    """A stop signal that arrives while the process is still starting (before the event
-    loop's handlers are in place) is remembered, not fatal: an orchestrator may stop a pod
-    a moment after starting it, and the process must still drain and exit 0."""
+    """A signal that arrives while the process is still starting (before the event loop's
+    handlers are in place) is remembered, not fatal.  A stop: an orchestrator may stop a
+    pod a moment after starting it, and the process must still drain and exit 0.  A SIGHUP:
+    the tokens may have been rotated after this process read them, so they are read again
+    once the handlers are in place (ignoring it would keep the old tokens)."""
 
     def __init__(self) -> None:
         self.name: str | None = None
+        self.hangup = False
+
+    def catch_hangup(self) -> None:
+        signal.signal(signal.SIGHUP, self._hung_up)
 
     def install(self) -> None:
         for signum in STOP_SIGNALS:
@@ -80,6 +86,9 @@ class EarlyStop:
 
     def _caught(self, signum: int, frame: object) -> None:
         self.name = signal.Signals(signum).name
+
+    def _hung_up(self, signum: int, frame: object) -> None:
+        self.hangup = True
 
 
 async def until_stop_signal(
@@ -98,6 +107,8 @@ async def until_stop_signal(
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop, signum)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if early is not None and early.hangup:
+        on_hangup()
     if early is not None and early.name is not None:
         stop(signal.Signals[early.name])
     return await stopped

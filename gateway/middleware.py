@@ -203,7 +203,9 @@ def make_middleware(
                     response = problem(ClientClosedRequest("the client went away"), request_id)
                 else:
                     log.exception("unhandled error", extra={"route": route})
-                    response = problem(GatewayError("the gateway failed; see its logs"), request_id)
+                    failure = GatewayError("the gateway failed; see its logs")
+                    request[ERROR_KEY] = failure.slug  # the access line names it too
+                    response = problem(failure, request_id)
             response.headers["X-Request-ID"] = request_id
             if drain.active:
                 response.force_close()  # go to a replica that is not shutting down

@@ -54,6 +54,10 @@ def supervise(settings: Settings) -> int:
             probe.bind((settings.host, settings.port))
     except OSError as error:
         return cannot_listen(settings, error)
+    # Workers inherit an ignored SIGHUP across exec (a handler would become the default,
+    # fatal, disposition): one while they import cannot kill them, and they read the tokens
+    # only after their own handler is in place.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     workers = [
         subprocess.Popen([sys.executable, "-m", "gateway"], env=env)
         for _ in range(settings.workers)

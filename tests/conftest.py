@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
 import shutil
 import socket
@@ -24,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
+from gateway.app_keys import SERVICE
 from gateway.metrics import Metrics
 from gateway.settings import Secret, Settings
 from gateway.simulator import SIM_STATE, SimulatorConfig, SimulatorState, create_simulator_app
@@ -166,13 +168,34 @@ class Simulator:
 async def make_simulator(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
 ) -> Callable[..., Awaitable[Simulator]]:
-    async def make(sites: list[dict[str, Any]] | None = None, **knobs: Any) -> Simulator:
+    async def make(
+        sites: list[dict[str, Any]] | None = None,
+        *,
+        held_until: asyncio.Event | None = None,
+        **knobs: Any,
+    ) -> Simulator:
+        """`held_until`: every answer waits for this event (its call is logged on arrival),
+        so a test can have all its requests in flight before the upstream answers."""
         config = SimulatorConfig(**{"api_key": SIM_KEY, "api_secret": SIM_SECRET, **knobs})
         app = create_simulator_app(config, sites=sites)
+        if held_until is not None:
+            app.middlewares.append(_hold(held_until))
         server = await aiohttp_server(app, host="127.0.0.1")
         return Simulator(server, app[SIM_STATE])
 
     return make
+
+
+def _hold(release: asyncio.Event) -> Any:
+    @web.middleware
+    async def hold(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        await release.wait()
+        return response
+
+    return hold
 
 
 @pytest.fixture
@@ -208,12 +231,34 @@ async def make_gateway(
     yield make
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 5.0
+) -> None:
+    """Poll `check` (a function or a coroutine function) until it is true; fail after
+    `timeout` seconds.  The one way tests wait for a condition."""
     deadline = time.monotonic() + timeout
-    while not await check():
+    while True:
+        outcome = check()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"condition not met in {timeout} s")
         await asyncio.sleep(0.02)
+
+
+def fills_settled(client: TestClient) -> bool:
+    """No fill runs in the gateway behind `client` (its first account): background
+    refreshes a stale answer started have ended, one way or the other."""
+    return not client.app[SERVICE].engine.busy
+
+
+def requests_seen(client: TestClient) -> int:
+    """Requests the app behind a test client has begun to handle (aiohttp's own count)."""
+    runner = client.server.runner
+    assert runner is not None and runner.server is not None
+    return int(runner.server.requests_count)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

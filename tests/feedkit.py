@@ -78,10 +78,17 @@ async def frames(response: ClientResponse, count: int, *, timeout: float = 5.0) 
 
 
 async def events(response: ClientResponse, count: int, *, timeout: float = 5.0) -> list[Frame]:
-    """The next `count` events of an open stream, comments skipped."""
+    """The next `count` events of an open stream, comments skipped, within `timeout` in all
+    (keep-alive comments must not keep a test waiting for an event that never comes)."""
     found: list[Frame] = []
-    while len(found) < count:
-        found += [f for f in await frames(response, 1, timeout=timeout) if f.comment is None]
+    try:
+        async with asyncio.timeout(timeout):
+            while len(found) < count:
+                frame = (await frames(response, 1, timeout=timeout))[0]
+                if frame.comment is None:
+                    found.append(frame)
+    except TimeoutError:
+        raise AssertionError(f"{len(found)} of {count} events in {timeout} s: {found}") from None
     return found
 
 

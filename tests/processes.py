@@ -1,4 +1,5 @@
-"""Starting and stopping real processes (`python -m gateway`, the simulator) for tests."""
+"""Starting and stopping real processes (`python -m gateway`, the simulator) for tests, and
+waiting on what they do (a log line, an upstream call)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import eventually
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -91,3 +96,24 @@ def running(
         yield process
     finally:
         stop(process)
+
+
+async def until_logged(path: Path, text: str, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait until the log file at `path` holds `text` at least `count` times."""
+    try:
+        await eventually(lambda: path.read_text().count(text) >= count, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"{text!r} not logged {count} times in {timeout} s") from None
+
+
+async def until_upstream_called(sim_port: int, count: int = 1, timeout: float = 10.0) -> None:
+    """Wait until the simulator process on `sim_port` has received `count` data calls (a
+    call is counted when it arrives, so the gateway's upstream request is then under way)."""
+    async with aiohttp.ClientSession() as session:
+
+        async def called() -> bool:
+            async with session.get(f"http://127.0.0.1:{sim_port}/_sim/stats") as response:
+                stats = await response.json()
+            return int(stats["total"]) >= count
+
+        await eventually(called, timeout=timeout)

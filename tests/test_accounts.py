@@ -218,7 +218,7 @@ async def test_a_held_stale_list_is_served_not_reported_unavailable(
 ) -> None:
     gw = await make_gateway(two_accounts(sims, cache_ttl=0.2, upstream_retries=0))
     assert (await gw.get("/sites")).status == 200
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # real time: past the 0.2 s TTL (entry ages are wall-clock)
     sims["us"].config.fail_mode = "500"
     stale = await gw.get("/sites")
     assert stale.status == 200

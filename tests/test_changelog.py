@@ -200,7 +200,7 @@ async def test_follow_returns_new_events_as_they_are_appended(make_log: MakeLog)
     start = await log.last_id()
     assert await log.follow(start, 0.05) == []
     waiting = asyncio.create_task(log.follow(start, 5))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a while to show it does NOT end: nothing to await
     assert not waiting.done()
     (event_id, _), *_ = await log.record([record("a", "a-v2", at=1001)], baseline=False)
     events = await asyncio.wait_for(waiting, 2)

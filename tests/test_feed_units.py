@@ -18,7 +18,7 @@ from gateway.metrics import Metrics
 from gateway.recorder import ChangeRecorder
 from gateway.store import RedisStore, redis_client
 from gateway.tier import Tier
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, eventually
 
 
 def event(ms: int) -> Event:
@@ -45,8 +45,8 @@ async def test_the_hub_holds_the_newest_events_for_its_streams() -> None:
     hub = FeedHub(log, block=0.05, keep=3)
     assert hub.since(ORIGIN) is None and hub.last is None  # not started: ask the log
     runner = asyncio.create_task(hub.run())
-    await asyncio.sleep(0.1)
-    assert hub.last == ORIGIN and hub.since(ORIGIN) == []
+    await eventually(lambda: hub.last == ORIGIN)
+    assert hub.since(ORIGIN) == []
     hub._take([event(n) for n in range(1, 6)])
     assert [e.id.ms for e in hub.since(EventId(3, 0)) or []] == [4, 5]
     assert hub.since(EventId(1, 0)) is None  # older than what it kept
@@ -93,12 +93,13 @@ async def test_a_holder_keeps_the_lease_until_its_lifetime_ends_when_redis_fails
 ) -> None:
     store = RedisStore(redis_client(own_redis.url, timeout=0.3))
     try:
-        lease = Lease(store, "cpgw:test:lease", ttl=0.6)
+        now = [100.0]
+        lease = Lease(store, "cpgw:test:lease", ttl=6.0, clock=lambda: now[0])
         assert await lease.hold()
         own_redis.kill()
-        await asyncio.sleep(0.25)
+        now[0] += 2.5  # past a third of the lifetime: time to renew
         assert await lease.hold()  # the renewal failed; its lifetime has not ended
-        await asyncio.sleep(0.4)
+        now[0] += 4.0  # 6.5 s since it was last renewed
         assert not await lease.hold() and not lease.held
         await lease.release()  # nothing to release: no call
     finally:

@@ -115,7 +115,7 @@ async def test_gauges_follow_fills(make_simulator: MakeSim, make_gateway: Gatewa
     # A site fill stores a changed site: its gauges follow, without any scrape-time work.
     change = sim.state.mutate("connector_added", site_id="site-0006")
     assert change["kind"] == "connector_added"
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(0.35)  # real time: the entries go stale (TTL 0.3 s)
     assert (await gw.get("/sites/site-0006")).status == 200  # stale: refreshed behind it
     want = expected_facts(sim.state.sites["site-0006"])
 
@@ -127,7 +127,7 @@ async def test_gauges_follow_fills(make_simulator: MakeSim, make_gateway: Gatewa
 
     # A site gone from the list: its series are removed when the list is stored again.
     sim.state.mutate("site_deleted", site_id="site-0003")
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(0.35)  # real time: the list goes stale
     assert (await gw.get("/sites")).status == 200
 
     async def pruned() -> bool:
@@ -151,7 +151,7 @@ async def test_a_site_404_removes_its_series(
     assert (await gw.get("/sites")).status == 200
     assert 'gateway_site_connectors{site_id="site-0005"}' in metrics.render().decode()
     sim.state.mutate("site_deleted", site_id="site-0005")
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.25)  # real time: past the 0.2 s TTL
     await gw.get("/sites/site-0005")  # stale: its refresh meets the upstream 404
 
     async def gone() -> bool:

@@ -129,7 +129,7 @@ async def test_junk_clients_do_not_starve_legitimate_cold_requests(
             await service.cache.delete(service.keys.site_family(site_id))
             response = await gw.get(f"/sites/{site_id}")
             failures += response.status != 200
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # pacing: the flood runs across several negative TTLs
         assert failures == 0
     finally:
         stop.set()
@@ -148,7 +148,7 @@ async def test_upstream_4xx_never_open_the_circuit(
     )
     for _ in range(8):
         assert (await gw.get("/sites/site-0001")).status == 502
-        await asyncio.sleep(0.06)
+        await asyncio.sleep(0.06)  # real time: past the 0.05 s negative TTL of the failure
     assert sim.data_calls() == 8  # each was tried: the circuit never opened
     assert metric_value(metrics.render().decode(), "gateway_upstream_circuit_open") == 0
     assert (await (await gw.get("/readyz")).json())["upstream"]["circuit"] == "closed"
@@ -199,7 +199,7 @@ async def test_purge_inside_a_pause_keeps_the_pause(
         settings_for(sim, redis_url=redis_url, admin_token=Secret(ADMIN), cache_ttl=0.2)
     )
     assert (await gw.get("/sites/site-0001")).status == 200
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # real time: past the 0.2 s TTL
     sim.config.fail_mode = "429"
     sim.config.retry_after = 4
     await gw.get("/sites/site-0001")  # stale; its refresh meets the 429 and stores a pause

@@ -5,7 +5,9 @@ failed request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -14,8 +16,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import SIM_KEY, SIM_SECRET, RedisProcess, free_port
-from tests.processes import clean_env, gateway_env, running, simulator_args, start, stop
+from gateway.lifecycle import STOP_SIGNALS, Drain, EarlyStop, until_stop_signal
+from tests.conftest import SIM_KEY, SIM_SECRET, RedisProcess, eventually, free_port
+from tests.processes import (
+    clean_env,
+    gateway_env,
+    running,
+    simulator_args,
+    start,
+    stop,
+    until_logged,
+    until_upstream_called,
+)
 from tests.rawhttp import close, get, read_response
 
 SITES = [f"site-{n:04d}" for n in range(1, 13)]
@@ -97,7 +109,7 @@ async def test_requests_in_flight_when_listening_stops_are_finished(
     ):
         async with aiohttp.ClientSession() as session:
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.1)
+            await until_logged(tmp_path / "gw.log", '"msg":"draining"')
             # Sent during the delay; its upstream call (1 s) outlasts the delay (0.3 s).
             response = await session.get(f"http://127.0.0.1:{port}/sites/site-0003")
             assert response.status == 200
@@ -116,7 +128,7 @@ async def test_the_drain_timeout_bounds_the_wait_for_stuck_requests(tmp_path: Pa
     ):
         async with aiohttp.ClientSession() as session:
             stuck = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/sites/site-0004"))
-            await asyncio.sleep(0.3)
+            await until_upstream_called(sim_port)
             started = asyncio.get_running_loop().time()
             process.send_signal(signal.SIGTERM)
             assert await _wait(process, 10) == 0
@@ -174,10 +186,10 @@ async def test_sighup_reloads_tokens_without_dropping_a_connection(
 
         _write(tokens, "this line is not name:token\n")  # a bad file keeps the old tokens
         process.send_signal(signal.SIGHUP)
-        await _until_logged(log_path, "token reload failed")
+        await until_logged(log_path, "token reload failed")
         _write(tokens, "# nobody\n")  # and so does one that would open the API
         process.send_signal(signal.SIGHUP)
-        await _until_logged(log_path, "token reload failed", count=2)
+        await until_logged(log_path, "token reload failed", count=2)
         assert await ask("tok-beta-2") == 200
         assert await ask("tok-alpha-1") == 401
         await close(writer)
@@ -191,12 +203,28 @@ async def test_sighup_reloads_tokens_without_dropping_a_connection(
         assert secret not in text
 
 
-async def _until_logged(path: Path, text: str, count: int = 1) -> None:
-    for _ in range(250):
-        if path.read_text().count(text) >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{text!r} not logged {count} times")
+async def test_a_sighup_while_starting_reads_the_tokens_once_the_handlers_are_in_place() -> None:
+    """A rotation signalled after the tokens were read but before the loop's handler
+    exists must not be lost (the supervisor test above met it under load)."""
+    loop = asyncio.get_running_loop()
+    saved = {signum: signal.getsignal(signum) for signum in (*STOP_SIGNALS, signal.SIGHUP)}
+    reloads: list[int] = []
+    early = EarlyStop()
+    try:
+        early.catch_hangup()
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: early.hangup)
+        waiting = asyncio.create_task(until_stop_signal(Drain(), lambda: reloads.append(1), early))
+        await eventually(lambda: reloads == [1])  # read again as soon as the handler is in
+        os.kill(os.getpid(), signal.SIGHUP)
+        await eventually(lambda: reloads == [1, 1])  # and on every later one
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    finally:
+        for signum, handler in saved.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)
 
 
 async def test_the_supervisor_forwards_sighup_to_every_worker(
@@ -209,10 +237,10 @@ async def test_the_supervisor_forwards_sighup_to_every_worker(
                       GATEWAY_CLIENT_TOKENS_FILE=str(tokens))  # fmt: skip
     log_path = tmp_path / "gateway.log"
     with running(["gateway"], env, log_path, ports=(port,)) as supervisor:
-        await _until_logged(log_path, "gateway listening", count=3)
+        await until_logged(log_path, "gateway listening", count=3)
         _write(tokens, "beta:tok-beta-2\n")
         supervisor.send_signal(signal.SIGHUP)
-        await _until_logged(log_path, "tokens reloaded", count=3)
+        await until_logged(log_path, "tokens reloaded", count=3)
         fresh = aiohttp.TCPConnector(force_close=True)  # spread over the workers
         async with aiohttp.ClientSession(connector=fresh) as session:
             url = f"http://127.0.0.1:{port}/sites/site-0001"

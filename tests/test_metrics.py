@@ -16,11 +16,13 @@ from gateway.simulator import demo_fleet, iter_connectors
 from tests.conftest import (
     GatewayFactory,
     Simulator,
+    eventually,
+    fills_settled,
     free_port,
     metric_value,
     settings_for,
 )
-from tests.processes import clean_env, gateway_env, running, simulator_args
+from tests.processes import clean_env, gateway_env, running, simulator_args, until_logged
 
 MakeSim = Callable[..., Awaitable[Simulator]]
 
@@ -74,20 +76,20 @@ async def test_exact_values_after_a_scripted_mix(
     await gw.get("/sites/ghost")
     await gw.get("/sites/ghost")
     # Stale: wait out freshness, one stale answer with one background refresh.
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # real time: past the 0.5 s TTL
     assert "ttl=-" in (await gw.get("/sites/site-0001")).headers["Cache-Status"]
-    await asyncio.sleep(0.3)
+    await eventually(lambda: fills_settled(gw))
     # A stale answer whose background refresh meets an upstream 500.
     sim.config.fail_mode = "500"
     assert (await gw.get("/sites/site-0002")).status == 200
-    await asyncio.sleep(0.3)
+    await eventually(lambda: fills_settled(gw))
     sim.config.fail_mode = None
     # Noise that must not create labels: an unmatched path and a bad id.
     await gw.get("/no/such/path/123")
     await gw.get("/sites/a%01b")
     # The fleet list: stale by now, one stale answer and one background refresh.
     await gw.get("/sites")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: fills_settled(gw))
     text = await (await gw.get("/metrics")).text()
 
     def value(name: str, **labels: str) -> float:
@@ -195,7 +197,7 @@ async def test_totals_across_worker_processes(tmp_path: Path, redis_url: str) ->
         running(sim_args, clean_env(), tmp_path / "sim.log", ports=(sim_port,)),
         running(["gateway"], env, tmp_path / "gw.log", ports=(port,)) as gw,
     ):
-        await asyncio.sleep(1.0)  # both workers up
+        await until_logged(tmp_path / "gw.log", "gateway listening", count=2)  # both workers
         for _ in range(60):
             # A new connection each time, so SO_REUSEPORT spreads them over the workers.
             async with (

@@ -10,7 +10,13 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import SIM_KEY, SIM_SECRET, free_port
-from tests.processes import clean_env, gateway_env, running, simulator_args
+from tests.processes import (
+    clean_env,
+    gateway_env,
+    running,
+    simulator_args,
+    until_upstream_called,
+)
 
 
 async def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
@@ -24,7 +30,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) 
     ):
         async with aiohttp.ClientSession() as session:
             in_flight = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/sites/site-0001"))
-            await asyncio.sleep(0.4)  # the upstream call (1 s latency) is under way
+            await until_upstream_called(sim_port)  # the upstream call (1 s latency) is under way
             process.send_signal(signal.SIGTERM)
             response = await in_flight
             assert response.status == 200

@@ -41,6 +41,7 @@ async def test_the_lease_is_held_by_one_and_handed_over(redis_url: str) -> None:
     try:
         a, b = (Lease(store, "cpgw:test:lease", ttl=0.6) for store in stores)
         assert await a.hold() and not await b.hold()
+        # Real time: the lease lives in Redis (PX), which only a real clock expires.
         await asyncio.sleep(0.25)
         assert await a.hold()  # renewed
         await asyncio.sleep(0.25)
@@ -106,7 +107,7 @@ async def test_two_replicas_refresh_within_the_share(
     await eventually(started, timeout=15)
     loop = asyncio.get_running_loop()
     start = loop.time()
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(3.0)  # a window of real time: the rate the replicas keep
     calls = calls_between(sim, start, loop.time())
     # 20 calls/s * 0.5 = 10 refreshes a second at most, whichever replica makes them (a
     # loaded machine may make fewer, never more).
@@ -192,7 +193,7 @@ async def test_the_refresher_waits_out_a_pause_and_an_open_circuit(
         sim.config.fail_mode = mode
         await eventually(functools.partial(_failed, sim, mode), timeout=15)
         failed_at = max(c.time for c in sim.state.calls if str(c.outcome) == mode)
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # real time inside the 1 s pause or cool-down
         sim.config.fail_mode = None
         # Held back: a pause of 1 s, or the circuit's 1 s cool-down after two failures
         # (calls in flight when the last failure came back may still land just after it).

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from gateway.simulator import (
     iter_connectors,
     iter_nodes,
 )
+from tests.conftest import eventually
 from tests.test_simulator import sign
 
 SimClient = TestClient[Any, Any]
@@ -218,13 +218,6 @@ async def test_mutate_route(aiohttp_client: Callable[..., Awaitable[SimClient]])
     assert (await client.post("/_sim/mutate", data=b"{")).status == 400
     assert len(state.mutations) == 3
     assert state.count() == 2  # control routes are not data calls
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_change_interval_ticks_while_the_app_runs(

@@ -65,7 +65,7 @@ async def test_purge_and_replacement_reach_the_other_instance_within_a_second(
     # Replacement: upstream changes, A refreshes it (stale → background refresh); B sees the
     # new content within 1 s although its own copy was still in its tier.
     simulator.state.sites["site-0003"]["name"] = "Renamed depot"
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # real time: past the 0.5 s TTL
     await a.get("/sites/site-0003")  # stale: starts the refresh on A
     started = time.monotonic()
 
