@@ -12,16 +12,13 @@ SIGINT.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from common import run, serve_until_signalled
 
-HOST = "127.0.0.1"
 BODIES = web.AppKey("bodies", dict[str, bytes])
 
 
@@ -36,17 +33,7 @@ async def serve(port: int, bodies: dict[str, bytes]) -> None:
     app = web.Application()
     app[BODIES] = bodies
     app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, port, reuse_port=True).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_signalled(app, port, reuse_port=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,12 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path.startswith("/") or not file:
             parser.error(f"--route must be PATH=FILE, got {route!r}")
         bodies[path] = Path(file).read_bytes()
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.run(serve(args.port, bodies))
-        return 0
-    asyncio.run(serve(args.port, bodies))
+    run(serve(args.port, bodies))
     return 0
 
 

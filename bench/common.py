@@ -6,9 +6,12 @@ of its internals; the in-process scripts take their settings from `inprocess.py`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -40,6 +43,33 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://{HOST}:{bound_port(runner)}"
     finally:
         await runner.cleanup()
+
+
+async def serve_until_signalled(
+    app: web.Application, port: int, *, reuse_port: bool = False
+) -> None:
+    """Serve `app` on HOST:`port` until SIGTERM or SIGINT (a benchmark's own server process)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, HOST, port, reuse_port=reuse_port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server process's coroutine on uvloop when it is installed, as the gateway does."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

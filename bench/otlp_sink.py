@@ -15,21 +15,18 @@ decoded: aiohttp unpacks a `Content-Encoding: gzip` body, as the exporter sends 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
 
 from aiohttp import web
+from common import run, serve_until_signalled
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-HOST = "127.0.0.1"
 COUNTS = web.AppKey("counts", Counter[str])
 BY_NAME = web.AppKey("by_name", Counter[str])
 ANSWER = ExportTraceServiceResponse().SerializeToString()
@@ -71,30 +68,11 @@ def make_app() -> web.Application:
     return app
 
 
-async def serve(port: int) -> None:
-    runner = web.AppRunner(make_app(), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.run(serve(args.port))
-        return 0
-    asyncio.run(serve(args.port))
+    run(serve_until_signalled(make_app(), args.port))
     return 0
 
 
