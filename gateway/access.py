@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from prometheus_client.metrics import Counter, Histogram
 
-from .logs import gateway_stream
+from .logs import Timestamps, gateway_stream
 from .metrics import Metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
@@ -50,8 +50,7 @@ class AccessLog:
     def __init__(self) -> None:
         self._logger = logging.getLogger("gateway.access")
         self._pending: list[bytes] = []
-        self._second = -1
-        self._prefix = ""
+        self._timestamp = Timestamps()
 
     @property
     def enabled(self) -> bool:
@@ -83,13 +82,6 @@ class AccessLog:
         if stream is not None:
             stream.write(redact(text))
             stream.flush()
-
-    def _timestamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
 
 
 class Accounting:

@@ -75,12 +75,27 @@ class Redactor:
         return text
 
 
+class Timestamps:
+    """`2026-12-01T06:45:32.426Z` for a Unix time; the seconds part is formatted once a
+    second (the hit path writes thousands of lines in each)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor | None = None) -> None:
         super().__init__()
         self._redact = redactor or Redactor()
-        self._second = -1
-        self._prefix = ""
+        self._timestamp = Timestamps()
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -99,14 +114,6 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         text = orjson.dumps(line, default=repr).decode("utf-8")
         return self._redact(text)
-
-    def _timestamp(self, created: float) -> str:
-        # The seconds part changes once a second; the hit path logs thousands of lines in it.
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
 
 
 def configure(level: str, *, secrets: Iterable[str] = (), stream: Any = None) -> None:
