@@ -15,7 +15,7 @@ from . import __version__
 from .fleet import DEFAULT_LIMIT, MAX_LIMIT
 from .ids import MAX_ID_LENGTH
 from .openapi_changes import CHANGE_EVENT, changes_path
-from .openapi_schemas import events_parameters, schemas
+from .openapi_schemas import events_parameters, limit_parameter, schemas
 from .settings import Settings
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -140,16 +140,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "schema": {"type": "string", "enum": ["true", "false"]},
             "example": "true",
         },
-        {
-            "name": "limit",
-            "in": "query",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_LIMIT,
-                "default": DEFAULT_LIMIT,
-            },
-        },
+        limit_parameter(MAX_LIMIT, DEFAULT_LIMIT),
         {
             "name": "cursor",
             "in": "query",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .feed import DEFAULT_LIMIT, MAX_LIMIT
+from .openapi_schemas import limit_parameter
 
 _EVENT_ID = {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$", "examples": ["1714650000000-0"]}
 
@@ -77,16 +78,7 @@ def changes_path(problem: dict[str, Any]) -> dict[str, Any]:
                     "description": "resume after this event id (0: from the oldest kept); a "
                     "stream also takes the Last-Event-ID header",
                 },
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": MAX_LIMIT,
-                        "default": DEFAULT_LIMIT,
-                    },
-                },
+                limit_parameter(MAX_LIMIT, DEFAULT_LIMIT),
                 {"name": "Last-Event-ID", "in": "header", "schema": _EVENT_ID},
             ],
             "responses": {

@@ -157,3 +157,9 @@ def schemas() -> dict[str, Any]:
             },
         },
     }
+
+
+def limit_parameter(maximum: int, default: int) -> dict[str, Any]:
+    """The `limit` query parameter of a paged list."""
+    schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+    return {"name": "limit", "in": "query", "schema": schema}
