@@ -69,9 +69,8 @@ class Refresher:
         self._slots = asyncio.Semaphore(concurrency)
         self._clock = clock
         self._next_slot = clock()
-        self._until_list = 0  # slots left before the fleet list is due again
         self._cycle = 1  # slots of one cycle: every listed site and the list
-        self._since_list = 0  # slots spent on sites since the list's slot
+        self._since_list = 0  # slots spent on sites since the list's; due at cycle - 1
         self._vanished: list[str] = []
         self._in_flight: set[str | None] = set()  # site ids; None is the fleet list
         self._backoff: dict[str, float] = {}
@@ -146,7 +145,7 @@ class Refresher:
             if site_id not in self._in_flight:
                 return "vanished", site_id
         list_free = None not in self._in_flight
-        if self._until_list <= 0 and list_free:
+        if self._since_list >= self._cycle - 1 and list_free:
             return "list", None
         now = self._clock()
         for site_id, _ in await self._changes.oldest(CANDIDATES + len(self._in_flight)):
@@ -161,12 +160,10 @@ class Refresher:
             self._vanished.remove(site_id)
         elif kind == "list":
             self._cycle = await self._changes.tracked() + 1
-            self._until_list = self._cycle - 1
             self._since_list = 0
             now = self._clock()
             self._backoff = {s: until for s, until in self._backoff.items() if until > now}
         else:
-            self._until_list -= 1
             self._since_list += 1
 
     async def _listed(self) -> None:
@@ -178,7 +175,6 @@ class Refresher:
         except CacheUnavailable:
             return  # the cycle as sized at its slot: at worst one list fetch early
         self._cycle = tracked + 1
-        self._until_list = tracked - self._since_list
 
     async def _refresh(self, site_id: str | None) -> None:
         target = "list" if site_id is None else "site"
