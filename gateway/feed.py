@@ -55,6 +55,11 @@ RECENT_EVENTS = 1024  # events the hub keeps for its streams
 CLIENT_CHECK = 1.0  # seconds between looks at whether a quiet stream's client is still there
 RETRY_MAX = 2.0
 STREAM = "text/event-stream"
+STREAM_HEADERS = {
+    "Content-Type": STREAM,
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # proxies must pass events on at once
+}
 
 
 class FeedHub:
@@ -159,12 +164,11 @@ class Feed:
         coding = negotiate(request.headers.get("Accept-Encoding"))
         if coding is None:
             raise NotAcceptable(NOT_ACCEPTABLE)
-        if request.method == "HEAD":  # what a GET would start with; no stream is opened
-            wanted = request.headers.get("Accept", "")
-            content_type = STREAM if _wants_stream(wanted) else "application/json"
-            return web.Response(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
         if _wants_stream(request.headers.get("Accept", "")):
+            if request.method == "HEAD":  # the headers a stream starts with; none is opened
+                return web.Response(headers=STREAM_HEADERS)
             return await self._stream(request, after)
+        # A HEAD of a page is the page's own headers (aiohttp sends no body for HEAD).
         return await self._page(after or ORIGIN, limit, coding)
 
     async def _page(self, after: EventId, limit: int, coding: str) -> web.Response:
@@ -213,12 +217,7 @@ class Feed:
         except CacheUnavailable:
             raise StoreUnavailable("the change feed is unreachable", retry_after=1) from None
         response = web.StreamResponse(
-            headers={
-                "Content-Type": STREAM,
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # proxies must pass events on at once
-                "X-Request-ID": request_id_var.get() or "",
-            }
+            headers={**STREAM_HEADERS, "X-Request-ID": request_id_var.get() or ""}
         )
         await response.prepare(request)
         try:

@@ -127,6 +127,7 @@ async def test_nothing_acceptable_is_a_406_problem(
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/changes",
         "/no/such/route",
         "/sites/a%01b",
     ],
