@@ -218,7 +218,7 @@ def redis_client(url: str, *, timeout: float) -> Any:
         # Finding the master asks the sentinels one after another, within one call's
         # budget: a sentinel gets half of it and no retry (redis-py retries 3 times by
         # default), so one hung sentinel can't use it all up.
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
             hosts,
             sentinel_kwargs={
                 "socket_timeout": timeout / 2,
