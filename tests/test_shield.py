@@ -122,6 +122,7 @@ async def test_stale_while_revalidate_and_stale_if_error(
     assert "; hit; ttl=-" in swr.headers["Cache-Status"]
     assert "detail=stale-while-revalidate" in swr.headers["Cache-Status"]
     await eventually(lambda: _calls_at_least(sim, 2))
+    await eventually(lambda: fills_settled(gw))  # the refresh is stored, not only asked for
     fresh = await gw.get("/sites/site-0001")
     assert (
         "; hit; ttl=" in fresh.headers["Cache-Status"]
