@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -277,3 +278,46 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 def _no_multiprocess_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
+# --- a stuck test says where it waits ---------------------------------------------------
+
+
+# pytest-timeout fails a test stuck past `timeout` (pyproject.toml), with the threads'
+# stacks; for a coroutine test those end in the event loop's select.  Just before that, every
+# task on the test's loop prints the await chain it is suspended in, into the test's report.
+@pytest.fixture
+async def _report_stuck_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    after = float(request.config.getini("timeout") or 0) * 0.9
+    if after <= 0:
+        yield
+        return
+
+    async def report() -> None:
+        await asyncio.sleep(after)
+        print(f"== still running after {after:g} s; its tasks:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                print(f"-- {task.get_name()}:", *_await_chain(task.get_coro()), file=sys.stderr)
+
+    reporter = asyncio.create_task(report(), name="stuck-test-report")
+    yield
+    reporter.cancel()
+
+
+def _await_chain(awaitable: Any) -> list[str]:
+    """Where a suspended coroutine waits: each frame of its chain of awaits, outermost first."""
+    lines = []
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            lines.append(f"\n    {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return lines
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.append("_report_stuck_tasks")
