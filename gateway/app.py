@@ -38,7 +38,7 @@ from .fleetwide import Fleetwide
 from .gauges import FleetGauges
 from .invalidation import Invalidations
 from .keys import Keys
-from .lifecycle import DRAIN, Drain
+from .lifecycle import DRAIN, Drain, stop_tasks
 from .metrics import Metrics
 from .middleware import AUTH, Auth, make_middleware
 from .quota import ClientAddress, ClientQuota
@@ -212,9 +212,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         drain.begin()
-        if listener is not None:
-            listener.cancel()
-            await asyncio.wait([listener], timeout=2)  # a shutdown never waits on Redis
+        if listener is not None:  # a shutdown never waits on Redis
+            await stop_tasks([listener], "invalidation listener", within=2)
         for stack in stacks:
             await stack.feed.close()
         await fleet.close()

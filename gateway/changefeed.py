@@ -31,6 +31,7 @@ from .errors import CacheUnavailable
 from .feed import FOLLOW_BLOCK, HEARTBEAT, Feed, FeedHub
 from .keys import Keys
 from .lease import DEFAULT_TTL, Lease
+from .lifecycle import stop_tasks
 from .metrics import Metrics
 from .recorder import ChangeRecorder
 from .refresher import Refresher, refresh_fill
@@ -135,9 +136,7 @@ class ChangeFeed:
 
     async def close(self) -> None:
         self.end_streams()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, "change feed")
         if self.refresher is not None:
             await self.refresher.stop()
         await self.changes.close()

@@ -31,6 +31,7 @@ from typing import Literal
 from .cache import Cache
 from .entry import Entry, Lookup
 from .errors import GatewayError, NotFound, UpstreamUnavailable
+from .lifecycle import stop_tasks
 from .locks import Coordinator, LocalCoordinator
 
 log = logging.getLogger("gateway.engine")
@@ -265,10 +266,7 @@ class FillEngine:
         )
 
     async def close(self) -> None:
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(list(self._inflight.values()), "fills")
 
 
 def _log_refresh_outcome(task: asyncio.Task[Filled]) -> None:

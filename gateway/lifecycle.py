@@ -1,4 +1,5 @@
-"""A worker's lifecycle after start: the drain on SIGTERM/SIGINT and token reloads on SIGHUP.
+"""A worker's lifecycle after start: the drain on SIGTERM/SIGINT, token reloads on SIGHUP,
+and background tasks stopped within a bound (`stop_tasks`).
 
 SIGTERM (or SIGINT) sets `Drain` at once: `/readyz` answers 503 and every response closes
 its connection, while requests are still served for `GATEWAY_SHUTDOWN_DELAY`, so load
@@ -18,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -26,6 +28,7 @@ from .settings import Secret, SettingsError, read_tokens
 
 log = logging.getLogger("gateway")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_WAIT = 5.0  # seconds a background task gets to end once cancelled
 
 
 class Drain:
@@ -112,3 +115,19 @@ async def until_stop_signal(
     if early is not None and early.name is not None:
         stop(signal.Signals[early.name])
     return await stopped
+
+
+async def stop_tasks(
+    tasks: Collection[asyncio.Task[Any]], what: str, *, within: float = STOP_WAIT
+) -> None:
+    """Cancel `tasks` and wait up to `within` seconds for them to end.  One that outlives
+    it (it swallowed its cancellation: a bug, logged with its name) is left behind rather
+    than hanging the shutdown, which must finish within the pod's grace period."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    if pending:
+        names = ", ".join(sorted(task.get_name() for task in pending))
+        log.error("%s: tasks did not stop within %g s: %s", what, within, names)

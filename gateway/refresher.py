@@ -34,6 +34,7 @@ from .engine import Fill
 from .entry import Lookup
 from .errors import CacheUnavailable, GatewayError
 from .lease import Lease
+from .lifecycle import stop_tasks
 from .metrics import Metrics
 from .service import SiteService
 from .shield import Shield, client_reserve
@@ -99,9 +100,7 @@ class Refresher:
                 await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks), "fleet refreshes")
         await self._lease.release()
         self._metrics.refresher_leader.set(0)
 

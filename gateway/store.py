@@ -14,10 +14,12 @@ Failure model (every Redis and socket exception is mapped here, and only here, t
   stops asking Redis for `STALL_COOLDOWN` seconds and fails every call at once; then one call
   probes.  A stalled Redis costs a bounded number of slow requests, not every request.
 - redis-py reconnects by itself on the next call once Redis answers again.
+- A cancelled call always ends in `CancelledError`, also where redis-py swallowed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +44,14 @@ CHUNK_BYTES = 4 << 20
 CHUNK_KEYS = 500
 STALL_AFTER = 3
 STALL_COOLDOWN = 2.0
+
+
+def _raise_if_cancelled(task: asyncio.Task[Any] | None, before: int) -> None:
+    """redis-py sometimes swallows the CancelledError of a command (about 2% of cancelled
+    calls: it answers, or fails, as if nothing had happened); a loop around such a call would
+    then never stop.  A cancellation requested during the call is raised here instead."""
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 def chunks(items: Sequence[T], size: Callable[[T], int]) -> Iterator[Sequence[T]]:
@@ -92,6 +102,8 @@ class RedisStore:
             raise CacheUnavailable(operation, "not asked: Redis failed repeatedly, cooling down")
         probe = self._failures >= STALL_AFTER  # the one call let through after the cool-down
         self._probing = probe
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             if self._tracing is None:
                 result = await make()
@@ -99,6 +111,7 @@ class RedisStore:
                 with self._tracing.redis_span(operation):
                     result = await make()
         except (RedisError, OSError, TimeoutError) as exc:
+            _raise_if_cancelled(task, cancels)
             self._failures += 1
             if self._failures >= STALL_AFTER:
                 self._stalled_until = self._clock() + self._stall_cooldown
@@ -107,6 +120,7 @@ class RedisStore:
         finally:
             if probe:
                 self._probing = False
+        _raise_if_cancelled(task, cancels)
         self._failures = 0
         self._on_result(operation, True)
         return result

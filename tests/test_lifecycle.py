@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.lifecycle import STOP_SIGNALS, Drain, EarlyStop, until_stop_signal
+from gateway.lifecycle import STOP_SIGNALS, Drain, EarlyStop, stop_tasks, until_stop_signal
 from tests.conftest import SIM_KEY, SIM_SECRET, RedisProcess, eventually, free_port
 from tests.processes import (
     clean_env,
@@ -50,6 +50,34 @@ async def _status(session: aiohttp.ClientSession, url: str, **kw: object) -> int
 
 async def _wait(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
     return await asyncio.to_thread(process.wait, timeout)
+
+
+# --- background tasks -------------------------------------------------------------------
+
+
+async def test_stopping_tasks_leaves_one_that_swallows_its_cancellation_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shutdown must end within the pod's grace period even when a task does not (as a
+    loop around a Redis call did when redis-py swallowed the cancellation)."""
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(10)
+
+    tasks = [
+        asyncio.create_task(stubborn(), name="stubborn"),
+        asyncio.create_task(asyncio.sleep(10), name="polite"),
+    ]
+    await asyncio.sleep(0)  # both running: a task cancelled before its first step just ends
+    await stop_tasks(tasks, "test tasks", within=0.2)
+    assert tasks[1].cancelled() and not tasks[0].done()
+    assert "test tasks: tasks did not stop within 0.2 s: stubborn" in caplog.text
+    released.set()
+    tasks[0].cancel()
+    await asyncio.wait_for(tasks[0], 1)
 
 
 # --- SIGTERM / SIGINT ---------------------------------------------------------------------
