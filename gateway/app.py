@@ -213,7 +213,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         drain.begin()
         if listener is not None:  # a shutdown never waits on Redis
-            await stop_tasks([listener], "invalidation listener", within=2)
+            await stop_tasks([listener], "invalidation listener")
         for stack in stacks:
             await stack.feed.close()
         await fleet.close()

@@ -28,7 +28,7 @@ from .settings import Secret, SettingsError, read_tokens
 
 log = logging.getLogger("gateway")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STOP_WAIT = 5.0  # seconds a background task gets to end once cancelled
+STOP_WAIT = 2.0  # seconds background tasks get to end once cancelled (they take ms)
 
 
 class Drain:
