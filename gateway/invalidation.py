@@ -120,7 +120,10 @@ class Invalidations:
 
     async def _listen(self, pubsub: Any) -> None:
         last_ping = 0.0
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # redis-py swallowed it (see store.py)
             now = self._clock()
             if now - last_ping >= PING_EVERY:
                 await pubsub.ping()

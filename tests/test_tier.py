@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import redis
 
 from gateway.app_keys import SERVICE
+from gateway.invalidation import Invalidations
 from gateway.metrics import Metrics
 from gateway.settings import Secret
 from tests.conftest import (
@@ -132,3 +135,47 @@ async def test_after_the_channel_reconnects_the_tier_is_revalidated(
 
     await eventually(refetched, timeout=5)
     assert simulator.data_calls() > calls
+
+
+class SwallowingPubSub:
+    """A subscription whose read swallows the task's cancellation and answers a PONG, as
+    redis-py does to a few cancellations (`tests/test_store.py`): a listener that only
+    waits for CancelledError would keep listening."""
+
+    def __init__(self) -> None:
+        self.connection = SimpleNamespace(register_connect_callback=lambda callback: None)
+        self.listening = asyncio.Event()
+        self.swallowing = True
+
+    async def subscribe(self, *channels: str) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def get_message(self, timeout: float) -> dict[str, Any]:
+        self.listening.set()
+        try:
+            await asyncio.sleep(timeout)
+        except asyncio.CancelledError:
+            if not self.swallowing:
+                raise
+        return {"type": "pong", "data": b""}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_listener_stops_when_redis_swallows_its_cancellation() -> None:
+    pubsub = SwallowingPubSub()
+    store: Any = SimpleNamespace(client=SimpleNamespace(pubsub=lambda: pubsub))
+    listener = asyncio.create_task(Invalidations(store, ["channel"], lambda keys: None).run())
+    await pubsub.listening.wait()
+    listener.cancel()
+    await asyncio.wait([listener], timeout=1)
+    pubsub.swallowing = False  # so that the test can end either way
+    try:
+        assert listener.cancelled(), "the listener outlived its cancellation"
+    finally:
+        listener.cancel()
+        await asyncio.wait([listener], timeout=1)
