@@ -40,7 +40,7 @@ from .invalidation import Invalidations
 from .keys import Keys
 from .lifecycle import DRAIN, Drain, stop_tasks
 from .metrics import Metrics
-from .middleware import AUTH, Auth, make_middleware
+from .middleware import AUTH, EDGE, Auth, Edge, make_middleware
 from .quota import ClientAddress, ClientQuota
 from .routes import add_routes
 from .settings import Settings, SettingsError
@@ -83,7 +83,7 @@ def create_app(
             tracing = Tracing()
         except ValueError as error:  # the SDK read a bad OTEL_* variable
             raise SettingsError("OTEL_*", str(error)) from None
-    edge = make_middleware(
+    edge = Edge(
         Accounting(metrics, AccessLog()),
         auth,
         ClientQuota(settings.client_rps),
@@ -91,7 +91,8 @@ def create_app(
         drain=drain,
         tracing=tracing,
     )
-    app = web.Application(middlewares=[edge])
+    app = web.Application(middlewares=[make_middleware(edge)])
+    app[EDGE] = edge
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[AUTH] = auth

@@ -132,6 +132,14 @@ class Cache:
             self._keep(key, entry, partial=meta_only, trusted=sequence == self._sequence)
         return lookup
 
+    def peek(self, key: str) -> Lookup | None:
+        """What `get` would answer from the tier alone, without a Redis read (None when
+        it would have to ask Redis: not held, partial, or not trusted)."""
+        ready = self.tier.get(key)
+        if ready is None or ready.partial or not self._trusted(ready):
+            return None
+        return self._from_tier(key, ready, None)
+
     def _trusted(self, ready: Ready) -> bool:
         if self.shared is None:
             return True

@@ -126,6 +126,16 @@ class FillEngine:
             key, fill, missing=missing, fresh_ttl=fresh_ttl, meta_only=meta_only
         )
 
+    def hit_now(self, key: str) -> Served | None:
+        """A fresh hit from the tier that needs nothing else (no Redis read, no refresh to
+        start), else None: the caller then takes the way of `serve`."""
+        lookup = self.cache.peek(key)
+        if lookup is None or lookup.entry.negative or not lookup.fresh:
+            return None
+        if lookup.ttl < self._refresh_ahead * self.cache.fresh_ttl:
+            return None
+        return Served(lookup.entry, Outcome("hit", lookup.ttl), self.age(lookup.entry))
+
     def from_lookup(
         self, lookup: Lookup, fill: Fill, missing: str, fresh_ttl: float | None = None
     ) -> Served:

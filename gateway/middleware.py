@@ -144,18 +144,40 @@ def route_template(request: web.Request) -> str:
 _TEMPLATES: dict[str, str] = {}  # a cache: canonical route -> template; routes are fixed
 
 
-def make_middleware(
-    accounting: Accounting,
-    auth: Auth,
-    quota: ClientQuota,
-    *,
-    client_address: ClientAddress | None = None,
-    drain: Drain | None = None,
-    tracing: Tracing | None = None,
-) -> Any:
-    address_of = client_address or ClientAddress()
-    drain = drain or Drain()
-    ids = RequestIds()
+class Edge:
+    """What the edge does to every request, shared by the middleware and the tier-hit fast
+    path (`hitpath.py`): accounting, tokens, quotas, the drain, tracing, request ids."""
+
+    def __init__(
+        self,
+        accounting: Accounting,
+        auth: Auth,
+        quota: ClientQuota,
+        *,
+        client_address: ClientAddress | None = None,
+        drain: Drain | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self.accounting = accounting
+        self.auth = auth
+        self.quota = quota
+        self.address_of = client_address or ClientAddress()
+        self.drain = drain or Drain()
+        self.tracing = tracing
+        self._ids = RequestIds()
+
+    def request_id(self, request: web.Request) -> str:
+        """The client's `X-Request-ID` when it is well-formed, else a new one."""
+        sent = request.headers.get("X-Request-ID")
+        return sent if sent and _REQUEST_ID.match(sent) else self._ids.next()
+
+
+EDGE = web.AppKey("edge", Edge)
+
+
+def make_middleware(parts: Edge) -> Any:
+    accounting, auth, quota = parts.accounting, parts.auth, parts.quota
+    address_of, drain, tracing = parts.address_of, parts.drain, parts.tracing
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -168,8 +190,7 @@ def make_middleware(
         request: web.Request, handler: Handler, span: Span | None
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        sent = request.headers.get("X-Request-ID")
-        request_id = sent if sent and _REQUEST_ID.match(sent) else ids.next()
+        request_id = parts.request_id(request)
         token = request_id_var.set(request_id)
         outcomes: list[str] = []
         outcomes_token = upstream_outcomes_var.set(outcomes)

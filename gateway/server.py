@@ -4,7 +4,8 @@ aiohttp closes idle keep-alive connections (`GATEWAY_KEEPALIVE_TIMEOUT`), but it
 header timeout, no bound on open connections, and it answers a request it cannot parse
 with a text/plain 400 and an ERROR log line carrying a traceback.  `EdgeRunner` is an
 `AppRunner` whose server (`EdgeServer`) makes `connection.EdgeRequestHandler`s, which add
-the header timeout and the quiet problem+json answers; the server keeps the count of open
+the header timeout and the quiet problem+json answers, and whose handler answers tier hits
+before the router (`hitpath.py`); the server keeps the count of open
 connections against `GATEWAY_MAX_CONNECTIONS`, capped below the open-file limit
 (`connection_cap`; `raise_file_limit` raises the soft limit to the hard one at start).
 
@@ -24,7 +25,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from .connection import EdgeRequestHandler
+from .hitpath import HitPath
 from .metrics import Metrics
+from .middleware import EDGE
 
 log = logging.getLogger("gateway.http")
 
@@ -166,8 +169,11 @@ class EdgeRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's start-up, applies handler_args
+        handler: Any = plain.request_handler
+        if EDGE in self.app:  # the gateway's app (not the metrics port's): tier hits first
+            handler = HitPath(self.app, handler)
         return EdgeServer(
-            plain.request_handler,
+            handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             limits=self._limits,

@@ -130,6 +130,13 @@ class SiteService:
         self.ages.saw(site_id, served.entry.stored_at)
         return served
 
+    def site_hit(self, site_id: str) -> Served | None:
+        """`site(site_id)` when it is a fresh tier hit needing no other work, else None."""
+        served = self.engine.hit_now(self.keys.site(site_id))
+        if served is not None:
+            self.ages.saw(site_id, served.entry.stored_at)
+        return served
+
     async def events(self, site_id: str, query: EventsQuery) -> Served:
         """A site's charging events for one canonical query, behind the known-id gate."""
         fill = self.events_fill(site_id, query)

@@ -26,8 +26,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.app_keys import SERVICE
+from gateway.app_keys import METRICS, SERVICE, SETTINGS
 from gateway.metrics import Metrics
+from gateway.server import EdgeLimits, EdgeRunner
 from gateway.settings import Secret, Settings
 from gateway.simulator import SIM_STATE, SimulatorConfig, SimulatorState, create_simulator_app
 
@@ -221,13 +222,34 @@ def settings_for(sim: Simulator, **overrides: Any) -> Settings:
 GatewayFactory = Callable[..., Awaitable[TestClient]]
 
 
+class EdgeTestServer(TestServer):
+    """The app served as `python -m gateway` serves it: through `EdgeRunner` (the
+    connection edge, and the tier-hit fast path in front of the router)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        settings = self.app[SETTINGS]
+        limits = EdgeLimits(
+            header_timeout=settings.header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+            max_connections=settings.max_connections,
+        )
+        return EdgeRunner(self.app, limits=limits, metrics=self.app[METRICS], **kwargs)
+
+
+def fast_hits(client: TestClient) -> int:
+    """Requests the tier-hit fast path answered in the gateway behind `client`."""
+    runner = client.server.runner
+    assert runner is not None and runner.server is not None
+    return int(runner.server.request_handler.answered)  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 async def make_gateway(
     aiohttp_client: Callable[..., Awaitable[TestClient]],
 ) -> AsyncIterator[GatewayFactory]:
     async def make(settings: Settings, *, metrics: Metrics | None = None) -> TestClient:
         app: web.Application = create_app(settings, metrics=metrics)
-        return await aiohttp_client(app, server_kwargs={"host": "127.0.0.1"})
+        return await aiohttp_client(EdgeTestServer(app, host="127.0.0.1"))
 
     yield make
 
